@@ -12,7 +12,7 @@ from pybind11.setup_helpers import Pybind11Extension, build_ext
 from setuptools import find_packages, setup
 
 sources = sorted(
-    ["csrc/bindings.cpp"]
+    glob.glob("csrc/*.cpp")
     + glob.glob("csrc/azsim/*.cpp")
     + glob.glob("csrc/azsim/formats/*.cpp")
 )

@@ -13,7 +13,8 @@ from azsim.errors import AzsimError
 
 # module -> it exposes register(subparsers), adding parsers with set_defaults(func=...)
 _COMMAND_MODULES = (
-    "azsim.cli_chip",   # presets, layer
+    "azsim.cli_presets",  # presets
+    "azsim.cli_layer",    # layer
     "asr.cli",          # transcribe, train, eval
 )
 
