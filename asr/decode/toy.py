@@ -19,13 +19,17 @@ def _lstm_params(rng: np.random.Generator, in_dim: int, hidden: int, scale: floa
     return wx, wh, b
 
 
+def _sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # no overflow for large |x|
+
+
 def _lstm_step(x, h, c, wx, wh, b):
     hidden = h.shape[-1]
     z = x @ wx + h @ wh + b
-    i = 1.0 / (1.0 + np.exp(-z[:hidden]))
-    f = 1.0 / (1.0 + np.exp(-z[hidden:2 * hidden]))
+    i = _sigmoid(z[:hidden])
+    f = _sigmoid(z[hidden:2 * hidden])
     g = np.tanh(z[2 * hidden:3 * hidden])
-    o = 1.0 / (1.0 + np.exp(-z[3 * hidden:]))
+    o = _sigmoid(z[3 * hidden:])
     c = f * c + i * g
     return o * np.tanh(c), c
 
@@ -79,3 +83,37 @@ class RandomRNNT:
         logits = np.tanh(enc + pred) @ self.out + self.out_bias
         m = logits.max(axis=-1, keepdims=True)
         return logits - (m + np.log(np.exp(logits - m).sum(axis=-1, keepdims=True)))
+
+
+def save_random_numpy_rnnt(path, seed: int = 0, encoder_dim: int = 32, pred_dim: int = 32,
+                           joint_dim: int = 32, encoder_layers: int = 1, blank_bias: float = 3.0):
+    """Write a random-weight model in the asr.model.export .npz format (loadable by
+    asr.model.numpy_rnnt.NumpyRNNT.load and so by the CLI); returns the path."""
+    import json
+    from pathlib import Path
+
+    from asr.model.export import FORMAT
+    from asr.model.numpy_rnnt import NumpyRNNT
+    from asr.text import VOCAB
+
+    cfg = {"input_dim": 240, "encoder_layers": encoder_layers, "encoder_dim": encoder_dim,
+           "bidirectional": False, "pred_embed_dim": 16, "pred_dim": pred_dim, "pred_layers": 1,
+           "joint_dim": joint_dim, "vocab_size": len(VOCAB), "blank": BLANK}
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for key, shape in NumpyRNNT._expected_shapes(cfg).items():
+        fan_in = shape[-1] if len(shape) > 1 else 1
+        arrays[key] = (rng.standard_normal(shape) * (1.5 / np.sqrt(fan_in))).astype(np.float32)
+    # log-mel values sit around -5 with a spread of a few nats
+    arrays["feat_mean"] = np.full(240, -5.0, np.float32)
+    arrays["feat_std"] = np.full(240, 3.0, np.float32)
+    # a strong encoder and a weak predictor make the output follow the audio, not loop
+    arrays["joint_out.weight"] *= 3.0
+    arrays["enc_proj.weight"] *= 2.0
+    arrays["pred_proj.weight"] *= 0.3
+    arrays["joint_out.bias"][:] = 0.0
+    arrays["joint_out.bias"][BLANK] = blank_bias
+    path = Path(path)
+    np.savez(path, format=np.array(FORMAT), config_json=np.array(json.dumps(cfg, sort_keys=True)),
+             vocab_json=np.array(json.dumps(list(VOCAB))), **arrays)
+    return path
