@@ -105,6 +105,12 @@ class Recognizer:
     def partial_text(self) -> str:
         return self.search.best.text
 
+    def snapshot(self) -> RecognitionResult:
+        """N-best and lattice of the audio so far, without ending the stream (what a
+        speculative end-pointer sends downstream)."""
+        seconds = self.samples_in / self.rate_hz if self.rate_hz else None
+        return _result(self.search, self.frame_ms, seconds)
+
     def finalize(self) -> RecognitionResult:
         """Flush the feature stream and return text, N-best list and lattice."""
         if self._features is not None and not self._finalized:

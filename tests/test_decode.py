@@ -130,11 +130,21 @@ def test_chunked_advance_equals_whole():
 def test_observers_see_every_frame():
     model = RandomRNNT(11)
     enc = _enc(model, 12, 25)
-    seen = []
-    search = BeamSearch(model, beam=3, observers=[lambda t, s: seen.append((t, s.frames_done, s.best.text))])
-    search.advance(enc)
-    assert [t for t, _, _ in seen] == list(range(25))
-    assert all(done == t + 1 for t, done, _ in seen)
+    for search_cls in (BeamSearch, GreedySearch):
+        seen = []
+        search = search_cls(model, observers=[lambda t, s: seen.append(
+            (t, s.frames_done, s.best.text, s.last_enc, s.last_blank_logprob))])
+        search.advance(enc)
+        assert [x[0] for x in seen] == list(range(25))
+        assert all(done == t + 1 for t, done, *_ in seen)
+        assert all(np.array_equal(x[3], enc[x[0]]) and x[4] <= 0.0 for x in seen)
+    # beam 1 and greedy see the same per-frame blank log-probs
+    blanks = {}
+    for name, search in (("g", GreedySearch(model)), ("b", BeamSearch(model, beam=1))):
+        blanks[name] = []
+        search.observers.append(lambda t, s, out=blanks[name]: out.append(s.last_blank_logprob))
+        search.advance(enc)
+    assert blanks["g"] == pytest.approx(blanks["b"])
 
 
 class _BoostToken:

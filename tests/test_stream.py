@@ -102,3 +102,19 @@ def test_result_dict():
     assert d["text"] == result.text
     assert [n["text"] for n in d["nbest"]] == [h.text for h in result.nbest]
     assert d["lattice_bytes"] == len(result.lattice.to_json().encode())
+
+
+def test_snapshot_does_not_disturb_the_stream():
+    model = RandomRNNT(1, blank_bias=2.5)
+    audio = _audio(16000, 3.0, seed=4)
+    plain, snooped = Recognizer(model, beam=4), Recognizer(model, beam=4)
+    snaps = []
+    for i in range(0, audio.size, 4000):
+        plain.accept_audio(audio[i:i + 4000], 16000)
+        snooped.accept_audio(audio[i:i + 4000], 16000)
+        snaps.append(snooped.snapshot())
+        assert snaps[-1].text == snooped.partial_text
+        assert snaps[-1].frames == snooped.search.frames_done
+    a, b = plain.finalize(), snooped.finalize()
+    assert [(h.tokens, h.score) for h in a.nbest] == [(h.tokens, h.score) for h in b.nbest]
+    assert any(s.text for s in snaps) and snaps[0].frames < snaps[-1].frames

@@ -54,6 +54,9 @@ class TokenScorer(Protocol):
         """Bonus applied once when the N-best list is taken (e.g. minus an unfinished boost)."""
 
 
+_CACHE_LIMIT = 2048  # predictor cache entries kept before pruning to live histories
+
+
 class _Pending:
     """Predictor input not yet run: computed only for candidates that survive merging."""
 
@@ -92,7 +95,12 @@ class BeamSearch:
         self.nbest_size = self.beam if nbest_size is None else max(1, int(nbest_size))
         self.observers = list(observers or [])
         self.frames_done = 0
+        # What per-frame observers (end-pointers) may read after each frame: the encoder
+        # frame just consumed, and the blank log-prob the best hypothesis gave it.
+        self.last_enc: np.ndarray | None = None
+        self.last_blank_logprob = 0.0
         self._hyps = [initial_hypothesis(model, scorer)]
+        self._pred_cache: dict[tuple, tuple] = {}
 
     @property
     def hyps(self) -> list[Hypothesis]:
@@ -107,6 +115,10 @@ class BeamSearch:
         for e in np.asarray(enc, np.float32):
             t = self.frames_done
             self._hyps = self._frame(e, t)
+            if len(self._pred_cache) > _CACHE_LIMIT:
+                # histories no current hypothesis extends are unlikely to come back
+                live = {h.tokens[:n] for h in self._hyps for n in range(len(h.tokens) - 2, len(h.tokens) + 1)}
+                self._pred_cache = {k: v for k, v in self._pred_cache.items() if k[:-1] in live}
             self.frames_done += 1
             for observer in self.observers:
                 observer(t, self)
@@ -119,6 +131,8 @@ class BeamSearch:
         for step in range(self.max_symbols_per_frame):
             last = step == self.max_symbols_per_frame - 1
             lp = np.asarray(model.joint(e[None, :], np.stack([h.pred for h in active])))
+            if step == 0:
+                self.last_enc, self.last_blank_logprob = e, float(lp[0, blank])
             k = min(beam, lp.shape[1])
             # Stable sorts keep greedy's tie-breaking (lowest token id first).
             top = np.argsort(-lp, axis=1, kind="stable")[:, :k]
@@ -149,8 +163,13 @@ class BeamSearch:
     def _resolve(self, h: Hypothesis) -> Hypothesis:
         if h.pred is not None:
             return h
-        pred, pstate = self.model.predict(h.pred_state.token, h.pred_state.state)
-        return replace(h, pred=np.asarray(pred, np.float32), pred_state=pstate)
+        # The same token history is often extended again on later frames (a candidate pruned
+        # at frame t comes back at t+1): cache predictor outputs by token history.
+        hit = self._pred_cache.get(h.tokens)
+        if hit is None:
+            pred, pstate = self.model.predict(h.pred_state.token, h.pred_state.state)
+            hit = self._pred_cache[h.tokens] = (np.asarray(pred, np.float32), pstate)
+        return replace(h, pred=hit[0], pred_state=hit[1])
 
     def nbest(self) -> list[Hypothesis]:
         """The N-best list, best first, with the scorer's final bonus applied."""

@@ -39,6 +39,8 @@ class GreedySearch:
         self.max_symbols_per_frame = check_max_symbols(max_symbols_per_frame)
         self.observers = list(observers or [])
         self.frames_done = 0
+        self.last_enc: np.ndarray | None = None  # as in BeamSearch, for per-frame observers
+        self.last_blank_logprob = 0.0
         self._hyp = initial_hypothesis(model)
         # Mutable mirrors of the current hypothesis; the Hypothesis is rebuilt lazily.
         self._tokens: list[int] = []
@@ -52,8 +54,10 @@ class GreedySearch:
         pred, state = self._hyp.pred, self._hyp.pred_state
         for e in np.asarray(enc, np.float32):
             t = self.frames_done
-            for _ in range(self.max_symbols_per_frame):
+            for n in range(self.max_symbols_per_frame):
                 lp = model.joint(e, pred)
+                if n == 0:
+                    self.last_enc, self.last_blank_logprob = e, float(lp[blank])
                 k = int(np.argmax(lp))
                 self._score += float(lp[k])
                 if k == blank:
