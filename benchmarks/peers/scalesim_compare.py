@@ -22,11 +22,11 @@ The venv is created once under $AZSIM_CACHE_DIR/scalesim-venv (default
 ~/.cache/azsim/scalesim-venv) with scalesim==3.0.0 and numpy<2.4 (scalesim 3.0.0
 crashes with numpy>=2.4) and reused afterwards.
 
-SCALE-Sim time: it steps one Python loop iteration per simulated cycle, roughly
+SCALE-Sim time: it steps one Python loop iteration per simulated cycle, about
 2-7k simulated cycles/s on this 2-core machine depending on the array width.  The
-default table below simulates about 0.44 M cycles in total and was sized to take
-about 2-4 minutes of SCALE-Sim time on 2 shared cores (measured figures are in the
-report that introduced this script).  Layer wall times are measured inside the
+default table below simulates 0.44 M cycles in total; measured with --jobs 1 on the
+shared 2-core machine: 214 s wall (84 s CPU) for all 21 layer/dataflow runs.  Keep
+SRAMs small in the runner: 1 GiB SRAMs alone cost ~4 s per layer.  Layer wall times are measured inside the
 SCALE-Sim process (interpreter start and import excluded); azsim's wall time is
 the whole `azsim layer` subprocess (interpreter start included), which favours
 SCALE-Sim.
