@@ -108,6 +108,8 @@ def decode(data, fmt: str, n: int) -> np.ndarray:
 def decode_cycles(data, fmt: str, n: int, bytes_per_cycle: float, weights_per_cycle: float) -> int:
     """Cycles the on-chip decoder spends on this stream (see each codec's comment)."""
     check_format(fmt)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or int(n) < 0:
+        raise ConfigError(f"n = {n!r} (allowed: an integer >= 0)")
     for name, v in (("bytes_per_cycle", bytes_per_cycle), ("weights_per_cycle", weights_per_cycle)):
         if not np.isfinite(v) or v <= 0:
             raise ConfigError(f"{name} = {v!r} (allowed: a finite number > 0)")

@@ -25,7 +25,7 @@ class Bitmask final : public Codec {
     out.reserve(1 + varint_size(n) + bytes_for_bits(uint64_t{n} + uint64_t{nnz} * p.value_bits));
     put_header(out, kBitmask, p.value_bits, 0, n);
     BitWriter bw(out);
-    for (size_t i = 0; i < n; ++i) bw.put(w[i] != 0, 1);
+    bw.put_mask(w, n);
     for (size_t i = 0; i < n; ++i)
       if (w[i] != 0) bw.put_signed(w[i], p.value_bits);
     bw.flush();
@@ -38,12 +38,7 @@ class Bitmask final : public Codec {
     check_count(h, n, kName);
     if (uint64_t{c.remaining()} * 8 < n) fail(kName, "truncated inside the presence mask");
     BitReader br(data + c.pos(), c.remaining(), kName);
-    uint64_t nnz = 0;
-    for (size_t i = 0; i < n; ++i) {
-      bool b = br.get_bit();
-      out[i] = static_cast<int8_t>(b);  // provisional: 1 marks a nonzero slot
-      nnz += b;
-    }
+    uint64_t nnz = br.get_mask(out, n);  // provisional: 1 marks a nonzero slot
     // The popcount fixes how many values must follow; any other size is a
     // truncated or padded stream.
     check_payload_size(c, uint64_t{n} + nnz * h.value_bits, kName);

@@ -154,20 +154,35 @@ inline void check_payload_size(const ByteCursor& c, uint64_t bits, const char* f
 class BitWriter {
  public:
   explicit BitWriter(std::vector<uint8_t>& out) : out_(out) {}
-  // Writes the low `bits` bits of v (bits <= 32), LSB first.
+  // Writes the low `bits` bits of v (1 <= bits <= 32), LSB first.
   void put(uint32_t v, int bits) {
     acc_ |= (uint64_t{v} & ((uint64_t{1} << bits) - 1)) << fill_;
     fill_ += bits;
-    while (fill_ >= 8) {
+    if (fill_ >= 32) {  // fill_ < 32 before, so it stays below 64
+      uint32_t word = static_cast<uint32_t>(acc_);
+      for (int i = 0; i < 4; ++i) out_.push_back(static_cast<uint8_t>(word >> (8 * i)));
+      acc_ >>= 32;
+      fill_ -= 32;
+    }
+  }
+  void put_signed(int v, int bits) { put(static_cast<uint32_t>(v), bits); }
+  // One presence bit per weight (1 = nonzero), 32 at a time.
+  void put_mask(const int8_t* w, size_t n) {
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+      uint32_t m = 0;
+      for (int j = 0; j < 32; ++j) m |= static_cast<uint32_t>(w[i + j] != 0) << j;
+      put(m, 32);
+    }
+    for (; i < n; ++i) put(w[i] != 0, 1);
+  }
+  // Zero-pads the last partial byte.
+  void flush() {
+    while (fill_ > 0) {
       out_.push_back(static_cast<uint8_t>(acc_));
       acc_ >>= 8;
       fill_ -= 8;
     }
-  }
-  void put_signed(int v, int bits) { put(static_cast<uint32_t>(v), bits); }
-  // Zero-pads the last partial byte.
-  void flush() {
-    if (fill_ > 0) out_.push_back(static_cast<uint8_t>(acc_));
     acc_ = 0;
     fill_ = 0;
   }
@@ -183,22 +198,20 @@ class BitWriter {
 class BitReader {
  public:
   BitReader(const uint8_t* data, size_t size, const char* fmt)
-      : data_(data), size_bits_(uint64_t{size} * 8), fmt_(fmt) {}
+      : data_(data), size_(size), size_bits_(uint64_t{size} * 8), fmt_(fmt) {}
 
+  // Reads `bits` (1 <= bits <= 32) bits.
   uint32_t get(int bits) {
     if (pos_ + static_cast<uint64_t>(bits) > size_bits_) fail(fmt_, "truncated bit payload");
-    uint32_t v = 0;
-    int got = 0;
-    while (got < bits) {
-      uint64_t byte = pos_ >> 3;
-      int off = static_cast<int>(pos_ & 7);
-      int take = 8 - off;
-      if (take > bits - got) take = bits - got;
-      uint32_t chunk = (static_cast<uint32_t>(data_[byte]) >> off) & ((1u << take) - 1);
-      v |= chunk << got;
-      got += take;
-      pos_ += static_cast<uint64_t>(take);
+    uint64_t byte = pos_ >> 3;
+    uint64_t win = 0;
+    if (byte + 8 <= size_) {
+      for (int i = 0; i < 8; ++i) win |= uint64_t{data_[byte + i]} << (8 * i);
+    } else {
+      for (int i = 0; byte + i < size_; ++i) win |= uint64_t{data_[byte + i]} << (8 * i);
     }
+    uint32_t v = static_cast<uint32_t>((win >> (pos_ & 7)) & ((uint64_t{1} << bits) - 1));
+    pos_ += static_cast<uint64_t>(bits);
     return v;
   }
   int get_signed(int bits) {
@@ -206,24 +219,31 @@ class BitReader {
     uint32_t sign = 1u << (bits - 1);
     return static_cast<int>(v ^ sign) - static_cast<int>(sign);
   }
-  bool get_bit() {
-    if (pos_ >= size_bits_) fail(fmt_, "truncated bit payload");
-    bool b = (data_[pos_ >> 3] >> (pos_ & 7)) & 1;
-    ++pos_;
-    return b;
+  // Reads n presence bits into out (1 = nonzero slot); returns their count.
+  uint64_t get_mask(int8_t* out, size_t n) {
+    uint64_t count = 0;
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+      uint32_t m = get(32);
+      for (int j = 0; j < 32; ++j) out[i + j] = static_cast<int8_t>((m >> j) & 1);
+      count += static_cast<uint64_t>(__builtin_popcount(m));
+    }
+    for (; i < n; ++i) {
+      out[i] = static_cast<int8_t>(get(1));
+      count += static_cast<uint64_t>(out[i]);
+    }
+    return count;
   }
   uint64_t pos() const { return pos_; }
   // The zero padding after the last field must be all zero bits.
   void check_padding() const {
-    uint64_t p = pos_;
-    while (p < size_bits_) {
+    for (uint64_t p = pos_; p < size_bits_; ++p)
       if ((data_[p >> 3] >> (p & 7)) & 1) fail(fmt_, "nonzero padding bits after the payload");
-      ++p;
-    }
   }
 
  private:
   const uint8_t* data_;
+  size_t size_;
   uint64_t size_bits_;
   uint64_t pos_ = 0;
   const char* fmt_;

@@ -37,7 +37,7 @@ class CodebookBitmask final : public Codec {
     put_varint(out, table.size());
     BitWriter bw(out);
     for (int8_t v : table) bw.put_signed(v, vb);
-    for (size_t i = 0; i < n; ++i) bw.put(w[i] != 0, 1);
+    bw.put_mask(w, n);
     for (size_t i = 0; i < n; ++i)
       if (w[i] != 0) bw.put(index_of[w[i] + 128], ib);
     bw.flush();
@@ -58,12 +58,7 @@ class CodebookBitmask final : public Codec {
       table[j] = static_cast<int8_t>(br.get_signed(vb));
       if (table[j] == 0) fail(kName, "table entry " + std::to_string(j) + " is 0 (zeros live in the mask)");
     }
-    uint64_t nnz = 0;
-    for (size_t i = 0; i < n; ++i) {
-      bool b = br.get_bit();
-      out[i] = static_cast<int8_t>(b);  // provisional: 1 marks a nonzero slot
-      nnz += b;
-    }
+    uint64_t nnz = br.get_mask(out, n);  // provisional: 1 marks a nonzero slot
     check_payload_size(c, m * vb + n + nnz * ib, kName);
     for (size_t i = 0; i < n; ++i) {
       if (!out[i]) continue;

@@ -12,6 +12,8 @@
 //         last byte zero-padded.
 // Size  : 1 + varint(n) + varint(E) + ceil(E * (r + value_bits) / 8) bytes,
 //         E = nnz + sum over nonzeros of floor(zeros before it / 2^r).
+#include <cstring>
+
 #include "azsim/formats/bits.hpp"
 
 namespace azsim::formats {
@@ -50,6 +52,7 @@ class Rle final : public Codec {
     }
     const int r = best_r;
     const uint32_t max_run = (1u << r) - 1;
+    const uint32_t vmask = (1u << vb) - 1;
     std::vector<uint8_t> out;
     out.reserve(1 + varint_size(n) + best_size);
     put_header(out, kRle, vb, r, n);
@@ -62,12 +65,10 @@ class Rle final : public Codec {
         continue;
       }
       while (run > max_run) {  // padding entry: max_run zeros, then an explicit zero
-        bw.put(max_run, r);
-        bw.put(0, vb);
+        bw.put(max_run, r + vb);
         run -= uint64_t{max_run} + 1;
       }
-      bw.put(static_cast<uint32_t>(run), r);
-      bw.put_signed(w[i], vb);
+      bw.put(static_cast<uint32_t>(run) | ((static_cast<uint32_t>(w[i]) & vmask) << r), r + vb);
       run = 0;
     }
     bw.flush();
@@ -84,21 +85,23 @@ class Rle final : public Codec {
     check_payload_size(c, e * static_cast<uint64_t>(r + vb), kName);
     const uint32_t max_run = (1u << r) - 1;
     BitReader br(data + c.pos(), c.remaining(), kName);
+    if (n) std::memset(out, 0, n);  // zero runs and trailing zeros
+    const int eb = r + vb;
+    const uint32_t sign = 1u << (vb - 1);
     uint64_t pos = 0;
     for (uint64_t k = 0; k < e; ++k) {
-      uint32_t run = br.get(r);
-      int v = br.get_signed(vb);
+      uint32_t entry = br.get(eb);
+      uint32_t run = entry & max_run;
+      int v = static_cast<int>((entry >> r) ^ sign) - static_cast<int>(sign);
       if (v == 0 && run != max_run)
         fail(kName, "entry " + std::to_string(k) + " has value 0 but is not a padding entry (run " +
                         std::to_string(run) + " != " + std::to_string(max_run) + ")");
       if (pos + run >= n)
         fail(kName, "zero runs reach weight " + std::to_string(pos + run) + " past the count " +
                         std::to_string(n));
-      for (uint32_t z = 0; z < run; ++z) out[pos + z] = 0;
       pos += run;
       out[pos++] = static_cast<int8_t>(v);
     }
-    for (; pos < n; ++pos) out[pos] = 0;  // implicit trailing zeros
     br.check_padding();
   }
 
