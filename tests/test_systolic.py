@@ -194,3 +194,24 @@ def test_empty_gemm_and_bad_arrays(driver):
     assert out[5].startswith("invalid_argument: cols")
     assert out[6].startswith("invalid_argument: dataflow") and "ws, os, is" in out[6]
     assert out[7] == "os"
+
+
+# End to end through the user-facing command once the engine provides it: `azsim layer`
+# with zero handling `none` must report SCALE-Sim's compute cycles.
+CLI_ROWS = [row for row in SCALESIM_MEASURED
+            if (row[0], row[1], row[2]) in {(4, 20, 12), (1, 300, 200), (7, 33, 17), (16, 320, 32)}]
+
+
+@pytest.mark.parametrize("m,k,n,r,c,df,expected", CLI_ROWS)
+def test_azsim_layer_cli_matches_scalesim(m, k, n, r, c, df, expected, capsys):
+    import importlib.util
+    import json
+
+    if importlib.util.find_spec("azsim.cli_layer") is None:
+        pytest.skip("`azsim layer` (azsim/cli_layer.py) has not landed in this tree yet")
+    from azsim.cli import main
+
+    rc = main(["layer", "--preset", "default", "--gemm", f"{m},{k},{n}", "--rows", str(r),
+               "--cols", str(c), "--dataflow", df, "--zero", "none", "--json"])
+    assert rc == 0
+    assert json.loads(capsys.readouterr().out)["compute_cycles"] == expected
