@@ -126,3 +126,15 @@ def test_mono_does_not_warn(tmp_path):
 def test_write_rejects_bad_rate(tmp_path):
     with pytest.raises(AudioError, match="12345 Hz"):
         write_wav(tmp_path / "x.wav", _tone(100), 12345)
+
+
+def test_24bit_pcm_loads(tmp_path):
+    x = 0.5 * np.sin(np.arange(1600) / 10)
+    v = np.round(x * (2 ** 23 - 1)).astype(np.int32)
+    body = b"".join(struct.pack("<i", int(s))[:3] for s in v)
+    hdr = (b"RIFF" + struct.pack("<I", 36 + len(body)) + b"WAVE"
+           + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 48000, 3, 24)
+           + b"data" + struct.pack("<I", len(body)))
+    (tmp_path / "x24.wav").write_bytes(hdr + body)
+    y, rate = load_wav(tmp_path / "x24.wav")
+    assert rate == 16000 and np.max(np.abs(y - x)) < 1e-6
