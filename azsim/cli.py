@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 
 from azsim.errors import AzsimError
@@ -15,7 +16,7 @@ from azsim.errors import AzsimError
 _COMMAND_MODULES = (
     "azsim.cli_presets",  # presets
     "azsim.cli_layer",    # layer
-    "asr.cli",          # transcribe, train, eval
+    "asr.cli",            # transcribe, train, eval
 )
 
 
@@ -23,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="azsim", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _COMMAND_MODULES:
+        if importlib.util.find_spec(name) is None:  # TODO(lead): drop once every module has landed
+            continue
         importlib.import_module(name).register(sub)
     return parser
 
@@ -34,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     except (AzsimError, FileNotFoundError) as err:
         print(f"azsim {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head`: not an error
+        sys.stderr.close()
+        return 0
     return int(rc or 0)
 
 

@@ -1,0 +1,191 @@
+"""`azsim transcribe`, `azsim train` and `azsim eval`: the speech workload's commands.
+
+Heavy imports (numpy, torch, the data pipeline) live inside the command functions so that
+`azsim --help` stays fast and never imports torch.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = REPO_ROOT / "models" / "shipped" / "model.npz"
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "shipped.toml"
+TEST_SUBSETS = ("test_clean", "test_noisy", "test_fsdd")
+DIGIT_SUBSETS = ("test_fsdd",)
+
+
+def _positive_int(name: str):
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer >= 1, got {value!r}")
+        return n
+    return parse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("transcribe", help="recognize speech in WAV files",
+                              description="Recognize speech in WAV files with the RNN-T (numpy inference).")
+    p.add_argument("wavs", nargs="+", metavar="WAV", help="WAV files (8/16/22.05/44.1/48 kHz)")
+    p.add_argument("--model", default=str(DEFAULT_MODEL), help="exported .npz model (default: %(default)s)")
+    p.add_argument("--beam", type=_positive_int("--beam"), default=4,
+                   help="beam width; 1 = greedy search (default: %(default)s)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per file and line: file, text, nbest, lattice_bytes, seconds, "
+                        "decode_seconds")
+    p.add_argument("--lattice", action="store_true", help="with --json, include the lattice itself")
+    p.set_defaults(func=cmd_transcribe)
+
+    p = subparsers.add_parser("train", help="train an RNN-T from a config file",
+                              description="Build/reuse the corpus named by [data], train per [model]/[train], "
+                                          "export models/<name>/model.npz.")
+    p.add_argument("config", metavar="CONFIG", help="TOML config, e.g. configs/shipped.toml")
+    p.add_argument("--no-resume", action="store_true", help="start over instead of resuming a checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = subparsers.add_parser("eval", help="WER/CER of a model on the test subsets",
+                              description="Decode the test subsets of the corpus the model was trained on "
+                                          "(its config.toml [data], else configs/shipped.toml) and report "
+                                          "WER/CER (digit accuracy on test_fsdd) and decode real-time factor.")
+    p.add_argument("--model", default=str(DEFAULT_MODEL), help="exported .npz model (default: %(default)s)")
+    p.add_argument("--subsets", nargs="+", choices=TEST_SUBSETS, default=list(TEST_SUBSETS),
+                   help="subsets to decode (default: all three)")
+    p.add_argument("--beam", type=_positive_int("--beam"), default=4, help="beam width (default: %(default)s)")
+    p.add_argument("--limit", type=_positive_int("--limit"), default=None,
+                   help="decode only the first N utterances of each subset")
+    p.add_argument("--config", default=None,
+                   help="config whose [data] names the corpus (default: the model's config.toml, "
+                        "else configs/shipped.toml)")
+    p.add_argument("--cache-dir", default=None, help="corpus cache directory (default: the data pipeline's)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.set_defaults(func=cmd_eval)
+
+
+def _load_model(path: str):
+    from asr.model.numpy_rnnt import NumpyRNNT
+    return NumpyRNNT.load(path)
+
+
+# ------------------------------------------------------------------------------ transcribe
+def cmd_transcribe(args) -> int:
+    import json
+    import time
+
+    from asr.audio import load_wav
+    from asr.stream import recognize
+
+    model = _load_model(args.model)
+    for wav in args.wavs:
+        samples, rate_hz = load_wav(wav)
+        t0 = time.perf_counter()
+        result = recognize(model, samples, rate_hz, beam=args.beam)
+        decode_s = time.perf_counter() - t0
+        if args.json:
+            out = {"file": str(wav), **result.as_dict(), "seconds": round(samples.shape[0] / rate_hz, 4),
+                   "decode_seconds": round(decode_s, 4)}
+            if args.lattice:
+                out["lattice"] = result.lattice.to_dict()
+            print(json.dumps(out), flush=True)
+        else:
+            print(f"{wav}: {result.text}", flush=True)
+    return 0
+
+
+# ------------------------------------------------------------------------------ train
+def cmd_train(args) -> int:
+    from azsim.errors import ConfigError
+    if not Path(args.config).is_file():
+        raise ConfigError(f"{args.config}: config file not found")
+    from asr.train.loop import train_from_config
+    print(train_from_config(args.config, resume=not args.no_resume))
+    return 0
+
+
+# ------------------------------------------------------------------------------ eval
+def _read_toml(path: Path) -> dict:
+    import tomllib
+
+    from azsim.errors import ConfigError
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML ({err})") from None
+
+
+def eval_config(model_path: str, config: str | None = None) -> tuple[dict, Path]:
+    """The run config naming the model's corpus: --config, else the config.toml that
+    `azsim train` copies next to model.npz, else configs/shipped.toml."""
+    from azsim.errors import ConfigError
+    candidates = [Path(config)] if config else [Path(model_path).parent / "config.toml", DEFAULT_CONFIG]
+    for path in candidates:
+        if path.is_file() or config:
+            cfg = _read_toml(path)
+            if not isinstance(cfg.get("data"), dict):
+                raise ConfigError(f"{path}: missing section [data] (the corpus the model is evaluated on)")
+            return cfg, path
+    raise ConfigError(f"no config found for {model_path}: tried {', '.join(map(str, candidates))}")
+
+
+def evaluate_subset(model, utterances, beam: int = 4, digits: bool = False, progress: bool = True,
+                    desc: str = "") -> dict:
+    """Decode cached (T, 80) features of one subset; metrics plus decode speed."""
+    import time
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from asr.features import stack_frames
+    from asr.metrics import subset_metrics
+    from asr.stream import decode_features
+
+    refs, hyps, decode_s, audio_s = [], [], 0.0, 0.0
+    for utt in tqdm(utterances, desc=desc, unit="utt", file=sys.stderr, disable=not progress, leave=False):
+        feats = stack_frames(np.asarray(utt.feats, np.float32))
+        t0 = time.perf_counter()
+        result = decode_features(model, feats, beam=beam)
+        decode_s += time.perf_counter() - t0
+        audio_s += float(utt.duration_s)
+        refs.append(utt.text)
+        hyps.append(result.text)
+    out = subset_metrics(refs, hyps, digits=digits)
+    out.update({"audio_seconds": round(audio_s, 3), "decode_seconds": round(decode_s, 3),
+                "rtf": round(decode_s / audio_s, 5) if audio_s else None,
+                "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:3]]})
+    return out
+
+
+def cmd_eval(args) -> int:
+    import json
+
+    from asr.data import corpus
+
+    model = _load_model(args.model)
+    cfg, cfg_path = eval_config(args.model, args.config)
+    cache_dir = args.cache_dir or cfg.get("train", {}).get("cache_dir") or None
+    corpus_dir = corpus.build(cfg["data"], cache_dir)
+    report = {"model": str(args.model), "config": str(cfg_path), "corpus": str(corpus_dir),
+              "beam": args.beam, "limit": args.limit, "subsets": {}}
+    for subset in args.subsets:
+        utts = corpus.load_subset(corpus_dir, subset)
+        if args.limit:
+            utts = utts[:args.limit]
+        report["subsets"][subset] = evaluate_subset(model, utts, args.beam, subset in DIGIT_SUBSETS,
+                                                    progress=True, desc=subset)
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print(f"model {report['model']}  beam {args.beam}  corpus {corpus_dir}")
+        print(f"{'subset':<12}{'n':>6}{'WER %':>9}{'CER %':>9}{'digit acc %':>13}{'RTF':>9}")
+        for name, r in report["subsets"].items():
+            acc = f"{100 * r['digit_accuracy']:.1f}" if "digit_accuracy" in r else "-"
+            rtf = f"{r['rtf']:.4f}" if r["rtf"] is not None else "-"
+            print(f"{name:<12}{r['n']:>6}{100 * r['wer']:>9.2f}{100 * r['cer']:>9.2f}{acc:>13}{rtf:>9}")
+    return 0

@@ -1,0 +1,191 @@
+"""RNN-T beam search returning an N-best list.
+
+Algorithm: icefall's *modified beam search* (Kang et al., "Fast and parallel decoding for
+transducer", 2022: every hypothesis advances one frame per step, so all hypotheses stay
+time-synchronous), generalized from one symbol per frame to up to
+``max_symbols_per_frame = S`` symbols per frame:
+
+    for each encoder frame t:
+        active <- current hypotheses, finished <- {}
+        for step s in 0 .. S-1:
+            score every active hypothesis with the joint network at frame t;
+            take each hypothesis's ``beam`` best symbols, add the scorer bonus (if any) to
+            non-blank ones, and keep the ``beam`` best candidates over all hypotheses;
+            blank -> the hypothesis is done with frame t (goes to `finished`);
+            a token -> extended hypothesis stays on frame t for the next step, except at
+            the last step, where emitting a token also ends the frame (as greedy does).
+        hypotheses with the same token sequence are merged (log-add of their scores, the
+        better one's alignment kept); the ``beam`` best finished ones go on to frame t+1.
+
+With S = 1 this is exactly modified beam search. With beam 1 it is exactly greedy search
+with the same S (greedy.py): the same path, the same score, the same tie-breaking
+(lowest token id). The default S = 3 matches greedy's default.
+
+Hooks for later pieces (issue 7):
+- a ``TokenScorer`` (shallow-fusion biasing) adds a bonus for every non-blank token and a
+  final bonus at the end (to withdraw the boost of an unfinished match);
+- ``observers`` see the search after every frame (end-pointers);
+- ``nbest()`` does not modify the search, so a lattice can be taken mid-utterance.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from asr.decode.greedy import check_max_symbols, initial_hypothesis
+from asr.decode.hyp import Hypothesis
+
+
+class TokenScorer(Protocol):
+    """A per-token score added during search (shallow fusion, e.g. a biasing prefix tree).
+
+    States must be a function of the token sequence alone: hypotheses with the same tokens
+    are merged and keep one state.
+    """
+
+    def initial_state(self) -> Any: ...
+
+    def advance(self, state: Any, token: int) -> tuple[float, Any]:
+        """(bonus in log-prob units for appending ``token``, new state)."""
+
+    def final(self, state: Any) -> float:
+        """Bonus applied once when the N-best list is taken (e.g. minus an unfinished boost)."""
+
+
+_CACHE_LIMIT = 2048  # predictor cache entries kept before pruning to live histories
+
+
+class _Pending:
+    """Predictor input not yet run: computed only for candidates that survive merging."""
+
+    __slots__ = ("state", "token")
+
+    def __init__(self, state, token):
+        self.state, self.token = state, token
+
+
+def _merge(pool: dict, hyp: Hypothesis) -> None:
+    old = pool.get(hyp.tokens)
+    if old is None:
+        pool[hyp.tokens] = hyp
+        return
+    better = hyp if hyp.score > old.score else old
+    merged = replace(better, score=float(np.logaddexp(old.score, hyp.score)))
+    if merged.pred is None and not isinstance(hyp.pred_state, _Pending):
+        merged = replace(merged, pred=hyp.pred, pred_state=hyp.pred_state)
+    elif merged.pred is None and not isinstance(old.pred_state, _Pending):
+        merged = replace(merged, pred=old.pred, pred_state=old.pred_state)
+    pool[hyp.tokens] = merged
+
+
+class BeamSearch:
+    """Incremental beam search; feed encoder frames with ``advance``, read ``nbest()``."""
+
+    def __init__(self, model, beam: int = 4, max_symbols_per_frame: int = 3,
+                 scorer: TokenScorer | None = None, nbest_size: int | None = None,
+                 observers: list[Callable[[int, "BeamSearch"], None]] | None = None):
+        if not isinstance(beam, (int, np.integer)) or beam < 1:
+            raise ValueError(f"beam must be an integer >= 1, got {beam!r}")
+        self.model = model
+        self.beam = int(beam)
+        self.max_symbols_per_frame = check_max_symbols(max_symbols_per_frame)
+        self.scorer = scorer
+        self.nbest_size = self.beam if nbest_size is None else max(1, int(nbest_size))
+        self.observers = list(observers or [])
+        self.frames_done = 0
+        # What per-frame observers (end-pointers) may read after each frame: the encoder
+        # frame just consumed, and the blank log-prob the best hypothesis gave it.
+        self.last_enc: np.ndarray | None = None
+        self.last_blank_logprob = 0.0
+        self._hyps = [initial_hypothesis(model, scorer)]
+        self._pred_cache: dict[tuple, tuple] = {}
+
+    @property
+    def hyps(self) -> list[Hypothesis]:
+        """Current hypotheses, best first (scores without the scorer's final bonus)."""
+        return list(self._hyps)
+
+    @property
+    def best(self) -> Hypothesis:
+        return self._hyps[0]
+
+    def advance(self, enc: np.ndarray) -> None:
+        for e in np.asarray(enc, np.float32):
+            t = self.frames_done
+            self._hyps = self._frame(e, t)
+            if len(self._pred_cache) > _CACHE_LIMIT:
+                # histories no current hypothesis extends are unlikely to come back
+                live = {h.tokens[:n] for h in self._hyps for n in range(len(h.tokens) - 2, len(h.tokens) + 1)}
+                self._pred_cache = {k: v for k, v in self._pred_cache.items() if k[:-1] in live}
+            self.frames_done += 1
+            for observer in self.observers:
+                observer(t, self)
+
+    def _frame(self, e: np.ndarray, t: int) -> list[Hypothesis]:
+        model, scorer, beam = self.model, self.scorer, self.beam
+        blank = model.blank
+        finished: dict[tuple, Hypothesis] = {}
+        active = self._hyps
+        for step in range(self.max_symbols_per_frame):
+            last = step == self.max_symbols_per_frame - 1
+            lp = np.asarray(model.joint(e[None, :], np.stack([h.pred for h in active])))
+            if step == 0:
+                self.last_enc, self.last_blank_logprob = e, float(lp[0, blank])
+            k = min(beam, lp.shape[1])
+            # Stable sorts keep greedy's tie-breaking (lowest token id first).
+            top = np.argsort(-lp, axis=1, kind="stable")[:, :k]
+            cands = []
+            for i, h in enumerate(active):
+                for j in top[i].tolist():
+                    logp = float(lp[i, j])
+                    if j == blank or scorer is None:
+                        cands.append((h.score + logp, i, j, 0.0, h.scorer_state))
+                    else:
+                        bonus, sstate = scorer.advance(h.scorer_state, j)
+                        cands.append((h.score + logp + bonus, i, j, float(bonus), sstate))
+            cands.sort(key=lambda c: -c[0])
+            next_active: dict[tuple, Hypothesis] = {}
+            for score, i, j, bonus, sstate in cands[:beam]:
+                h = active[i]
+                if j == blank:
+                    _merge(finished, replace(h, score=score))
+                    continue
+                new = Hypothesis(h.tokens + (j,), h.token_frames + (t,), h.token_scores + (score,),
+                                 score, h.bonus + bonus, None, _Pending(h.pred_state, j), sstate)
+                _merge(finished if last else next_active, new)
+            active = [self._resolve(h) for h in sorted(next_active.values(), key=lambda h: -h.score)]
+            if not active:
+                break
+        return [self._resolve(h) for h in sorted(finished.values(), key=lambda h: -h.score)[:beam]]
+
+    def _resolve(self, h: Hypothesis) -> Hypothesis:
+        if h.pred is not None:
+            return h
+        # The same token history is often extended again on later frames (a candidate pruned
+        # at frame t comes back at t+1): cache predictor outputs by token history.
+        hit = self._pred_cache.get(h.tokens)
+        if hit is None:
+            pred, pstate = self.model.predict(h.pred_state.token, h.pred_state.state)
+            hit = self._pred_cache[h.tokens] = (np.asarray(pred, np.float32), pstate)
+        return replace(h, pred=hit[0], pred_state=hit[1])
+
+    def nbest(self) -> list[Hypothesis]:
+        """The N-best list, best first, with the scorer's final bonus applied."""
+        hyps = self._hyps
+        if self.scorer is not None:
+            hyps = []
+            for h in self._hyps:
+                fb = float(self.scorer.final(h.scorer_state))
+                hyps.append(replace(h, score=h.score + fb, bonus=h.bonus + fb))
+            hyps.sort(key=lambda h: -h.score)
+        return hyps[:self.nbest_size]
+
+
+def beam_search(model, enc: np.ndarray, beam: int = 4, max_symbols_per_frame: int = 3,
+                scorer: TokenScorer | None = None, nbest_size: int | None = None) -> list[Hypothesis]:
+    """Beam search over a whole utterance's encoder output (T, J); N-best list, best first."""
+    search = BeamSearch(model, beam, max_symbols_per_frame, scorer, nbest_size)
+    search.advance(enc)
+    return search.nbest()
