@@ -1,5 +1,7 @@
 #include "azsim/mac_array.hpp"
 
+#include "azsim/systolic.hpp"
+
 #include <immintrin.h>
 
 #include <algorithm>
@@ -157,23 +159,24 @@ uint64_t popcount_range(const uint64_t* a, int64_t k0, int64_t k1) {
   return c;
 }
 
-// Placeholder fold model until systolic.hpp lands: a fold fills the array
-// (rows cycles to load the stationary operand), streams `temporal` items
-// with a skew of rows + cols - 1 cycles to fill and drain the diagonal.
-uint64_t fold_cycles(DataflowKind, int rows, int cols, int64_t temporal) {
+namespace {
+systolic::Dataflow to_systolic(DataflowKind df) {
+  return df == DataflowKind::WS ? systolic::Dataflow::WS
+                                : (df == DataflowKind::OS ? systolic::Dataflow::OS : systolic::Dataflow::IS);
+}
+}  // namespace
+
+// A fold with nothing left to stream (every lane empty under skip) is not
+// issued at all, so it costs nothing; otherwise fill + drain + stream.
+uint64_t fold_cycles(DataflowKind df, int rows, int cols, int64_t temporal) {
   if (temporal <= 0) return 0;
-  return static_cast<uint64_t>(2 * rows + cols + temporal - 2);
+  return systolic::make_fold_plan(1, 1, 1, rows, cols, to_systolic(df))
+      .fold_cycles(static_cast<uint64_t>(temporal));
 }
 
 uint64_t dense_gemm_cycles(DataflowKind df, int rows, int cols, int64_t M, int64_t K, int64_t N) {
   if (M <= 0 || K <= 0 || N <= 0) return 0;
-  int64_t folds;
-  switch (df) {
-    case DataflowKind::WS: folds = ceil_div(K, rows) * ceil_div(N, cols); break;
-    case DataflowKind::OS: folds = ceil_div(M, rows) * ceil_div(N, cols); break;
-    default: folds = ceil_div(K, rows) * ceil_div(M, cols); break;
-  }
-  return static_cast<uint64_t>(folds) * fold_cycles(df, rows, cols, temporal_extent(df, M, K, N));
+  return systolic::dense_compute_cycles(M, K, N, rows, cols, to_systolic(df));
 }
 
 }  // namespace azsim::mac

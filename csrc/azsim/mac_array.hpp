@@ -23,7 +23,7 @@ uint64_t popcount_and_range(const uint64_t* a, const uint64_t* b, int64_t k0, in
 uint64_t popcount_range(const uint64_t* a, int64_t k0, int64_t k1);
 
 // ---- dense timing (SCALE-Sim style folds) --------------------------------
-// Swap point for csrc/azsim/systolic.hpp: everything else asks these two.
+// Both follow csrc/azsim/systolic.hpp (SCALE-Sim v3's fold model).
 // Cycles of one fold whose temporal (streamed) extent is `temporal`.
 uint64_t fold_cycles(DataflowKind df, int rows, int cols, int64_t temporal);
 // Compute cycles of a dense GEMM (M, K, N) on a rows x cols array.
