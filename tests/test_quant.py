@@ -221,3 +221,68 @@ def test_bad_model_files(tmp_path, fm):
     assert str(odd) in str(e.value) and "joint_out.weight" in str(e.value)
     with pytest.raises(ModelError, match="not found"):
         load_any(tmp_path / "missing.npz")
+
+
+# ------------------------------------------------------------------------------ gradual sparsity
+def test_zhu_gupta_schedule():
+    from asr.quant.sparsify import schedule_table, zhu_gupta_sparsity as s
+    assert s(0, 0.8, begin_step=100, end_step=1100, frequency=100) == 0.0
+    assert s(100, 0.8, begin_step=100, end_step=1100, frequency=100) == 0.0
+    assert s(600, 0.8, begin_step=100, end_step=1100, frequency=100) == pytest.approx(0.8 * (1 - 0.5**3))
+    assert s(650, 0.8, begin_step=100, end_step=1100, frequency=100) == s(600, 0.8, begin_step=100,
+                                                                           end_step=1100, frequency=100)
+    assert s(5000, 0.8, begin_step=100, end_step=1100, frequency=100) == 0.8
+    tab = schedule_table(0.8, 100, 1100, 100)
+    assert (np.diff(tab[:, 1]) >= 0).all() and tab[-1, 1] == 0.8
+    with pytest.raises(ConfigError, match="final"):
+        s(0, 1.0)
+    with pytest.raises(ConfigError, match="end_step"):
+        s(0, 0.5, begin_step=10, end_step=10)
+
+
+def _train_with_pruner(pattern="unstructured", final=0.75, steps=60):
+    import torch
+    from asr.quant.sparsify import GradualPruner
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(32, 16)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.05)
+    x = torch.randn(256, 32)
+    y = x @ torch.randn(32, 16)
+    pr = GradualPruner({"w": lin.weight}, final, begin_step=0, end_step=40, frequency=10,
+                       pattern=pattern)
+    seen, losses = [], []
+    for step in range(steps):
+        opt.zero_grad()
+        loss = ((lin(x) - y) ** 2).mean()
+        loss.backward()
+        opt.step()
+        seen.append(pr.step(step))
+        losses.append(loss.item())
+    return lin, pr, seen, losses
+
+
+def test_gradual_pruner_reaches_target_and_keeps_zeros():
+    lin, pr, seen, losses = _train_with_pruner()
+    assert seen[0] == 0.0 and seen[-1] == 0.75 and (np.diff(seen) >= 0).all()
+    assert 0.0 < seen[25] < 0.75                       # gradual, not one shot
+    assert pr.sparsity()["w"] == pytest.approx(0.75, abs=1 / 512)
+    assert losses[-1] < losses[0]
+
+
+def test_gradual_pruner_n_of_m():
+    lin, pr, seen, _ = _train_with_pruner(pattern="2:4")
+    w = lin.weight.detach().numpy().reshape(16, -1, 4)
+    assert (np.count_nonzero(w, axis=2) <= 2).all() and seen[-1] == 0.5
+    with pytest.raises(ConfigError, match="pattern"):
+        from asr.quant.sparsify import GradualPruner
+        GradualPruner({}, pattern="4:2")
+
+
+def test_pruner_selects_rnnt_weights():
+    from asr.model.rnnt import ModelConfig, RNNT
+    from asr.quant.sparsify import rnnt_prunable
+    names = set(rnnt_prunable(RNNT(ModelConfig(encoder_layers=2, encoder_dim=16, pred_dim=16,
+                                               pred_embed_dim=8, joint_dim=8))))
+    assert names == {"encoder.weight_ih_l0", "encoder.weight_hh_l0", "encoder.weight_ih_l1",
+                     "encoder.weight_hh_l1", "pred_lstm.weight_ih_l0", "pred_lstm.weight_hh_l0",
+                     "enc_proj.weight", "pred_proj.weight", "joint_out.weight"}

@@ -96,7 +96,7 @@ def score(model=None, recipe=None, preset="default", subset="test_clean", limit=
 
     from asr.data import corpus as corpus_mod
     from asr.features import stack_frames
-    from asr.metrics import error_rates
+    from asr.metrics import digit_accuracy, error_rates
     from asr.stream import decode_features, make_search
     from azsim.errors import ConfigError
 
@@ -194,6 +194,8 @@ def score(model=None, recipe=None, preset="default", subset="test_clean", limit=
         "sim_speed_x": audio_s / host_s if host_s > 0 else None,
         "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:3]],
     }
+    if subset == "test_fsdd":
+        report["digit_accuracy"] = digit_accuracy(refs, hyps)
     if compare_float and fm is not None:
         fe = error_rates(refs, float_hyps)
         report["float_wer"] = fe["wer"]
