@@ -17,10 +17,10 @@ UNIT_BY_SUFFIX = (("_cycles", "cycles"), ("cycles", "cycles"), ("_bytes_per_s", 
 
 
 def unit_of(name: str) -> str:
-    base = name.rsplit(".", 1)[-1]
-    for suf, unit in UNIT_BY_SUFFIX:
-        if base.endswith(suf):
-            return unit
+    for part in reversed(name.split(".")):     # energy_pj.mac: the unit sits on a parent
+        for suf, unit in UNIT_BY_SUFFIX:
+            if part.endswith(suf):
+                return unit
     return ""
 
 
