@@ -215,6 +215,7 @@ class LayerEvaluator(Evaluator):
             "cycles": int(st["cycles"]),
             "compute_cycles": int(st["compute_cycles"]),
             "macs": int(st["macs"]),
+            **{f"energy_mj.{k}": v * 1e-9 for k, v in st["energy_pj"].items() if k != "total"},
         }
 
     def detail(self, art, config) -> dict:
@@ -345,14 +346,48 @@ class ScoreEvaluator(Evaluator):
         return out
 
     def detail(self, art, config) -> dict:
-        r = self._score(art, config, per_utterance=True)
-        utt = (r.get("utterances") or [{}])[0]
-        det = {"clock_hz": config.clock_hz, "peak_macs_per_s": config.mac_array.macs * config.clock_hz,
-               "offchip_bytes_per_s_peak": config.offchip.bytes_per_cycle * config.clock_hz,
-               "energy_mj_by_component": r.get("energy_mj_by_component", {}), "frame_ms": 30.0}
-        frames = utt.get("frames")
-        if frames:
-            det["frames"] = frames
-        if utt.get("layers"):
-            det["layers"] = utt["layers"]
-        return det
+        """One test utterance on this chip: per-frame timeline, per-op roofline figures, energy
+        by component (same pipeline as score(): warm-up first, then frame by frame)."""
+        import numpy as np
+
+        from asr.data import corpus as corpus_mod
+        from asr.features import stack_frames
+        from asr.stream import make_search
+        from azsim.engine import Stats
+        from azsim.workflows import score as score_mod
+
+        preset = self._preset_path(config)
+        try:
+            cm, *_ = score_mod.prepare(self._qmodel_path(art), art["recipe_path"], preset, art["corpus"])
+        finally:
+            os.unlink(preset)
+        score_mod._warm_up(cm)
+        utt = corpus_mod.load_subset(art["corpus"], self.options["subset"])[0]
+        before = {p: cm.sessions[p].totals().counters.copy() for p in cm.sessions}
+        x = stack_frames(np.asarray(utt.feats, np.float32))
+        u = cm.start_utterance()
+        search = make_search(cm, int(self.options["beam"]))
+        state = cm.encoder_init()
+        for t in range(x.shape[0]):
+            enc, state = cm.encode(x[t:t + 1], state)
+            search.advance(enc)
+        frames = [(f.arrival_cycle, f.start_cycle, f.end_cycle) for f in u.frames]
+        base = u.base_cycle
+        r = cm.finish_utterance()
+        clock = config.clock_hz
+        layers = []
+        for p, sess in cm.sessions.items():
+            prog = sess.program
+            st = Stats(prog.op_names, prog.op_kinds, sess.totals().counters - before[p], clock)
+            for op in st.to_dict(per_op=True)["ops"]:
+                if op["macs"] > 0:
+                    layers.append({"name": f"{p}.{op['name']}", "macs": op["macs"], "cycles": op["cycles"],
+                                   "offchip_bytes": op["offchip_read_bytes"] + op["offchip_write_bytes"]})
+        return {
+            "clock_hz": clock, "peak_macs_per_s": config.mac_array.macs * clock,
+            "offchip_bytes_per_s_peak": config.offchip.bytes_per_cycle * clock,
+            "layers": layers, "frame_ms": 30.0, "utterance": utt.text,
+            "frames": [{"arrival_ms": (a - base) / clock * 1e3, "start_ms": (s - base) / clock * 1e3,
+                        "end_ms": (e - base) / clock * 1e3} for a, s, e in frames],
+            "energy_mj_by_component": {k: v for k, v in r["energy_mj"].items() if k != "total"},
+        }

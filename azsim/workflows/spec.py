@@ -70,6 +70,7 @@ class Spec:
     axes: dict                  # dotted path -> list of values or a range dict
     base: Any = None            # HwConfig
     points: list = field(default_factory=list)
+    raw: dict = field(default_factory=dict)    # the spec as read (kept with the results)
 
     def describe(self) -> str:
         return (f"sweep '{self.name}': evaluator {self.evaluator}, preset {self.base.name}, "
@@ -272,6 +273,7 @@ def from_dict(data: dict, origin: str = "<spec>", base_dir: Path | None = None) 
     spec = Spec(path=origin, name=str(name), evaluator=evaluator, preset=preset, mode=mode,
                 samples=samples, seed=seed, options=options, recipes=recipes, axes=axes, base=base)
     spec.points = expand(spec, base_vals)
+    spec.raw = data
     return spec
 
 

@@ -22,6 +22,7 @@ FIXED = ("key", "sweep", "recipe", "params_json", "metrics_json", "eval_s", "fin
 _SCHEMA = """CREATE TABLE IF NOT EXISTS points (
     key TEXT PRIMARY KEY, sweep TEXT, recipe TEXT, params_json TEXT NOT NULL,
     metrics_json TEXT NOT NULL, eval_s REAL, finished_at TEXT)"""
+_META = "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)"
 
 
 def _q(name: str) -> str:
@@ -38,6 +39,7 @@ class ResultStore:
             self.db.execute("PRAGMA journal_mode=WAL") if create else None
             if create:
                 self.db.execute(_SCHEMA)
+                self.db.execute(_META)
                 self.db.commit()
             cols = [r[1] for r in self.db.execute("PRAGMA table_info(points)")]
         except sqlite3.DatabaseError as err:
@@ -68,6 +70,17 @@ class ResultStore:
                               f"VALUES ({', '.join('?' * len(cols))})", vals)
         self.db.commit()
         return cur.rowcount == 1
+
+    def set_meta(self, name: str, value) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, json.dumps(value)))
+        self.db.commit()
+
+    def meta(self, name: str, default=None):
+        try:
+            r = self.db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        except sqlite3.OperationalError:     # a file from before the meta table
+            return default
+        return default if r is None else json.loads(r[0])
 
     def rows(self) -> list[dict]:
         """Every point: {key, recipe, eval_s, params: {...}, metrics: {...}} in insertion order."""

@@ -128,6 +128,8 @@ def run(spec: Spec, results: str | Path, *, jobs: int | None = None, scheduler=N
     store = ResultStore(results)
     s = Summary(total=len(spec.points))
     try:
+        # what the report needs to re-create a point: the spec as read, and where it was
+        store.set_meta(f"spec:{spec.name}", {"path": str(Path(spec.path).resolve()), "data": spec.raw})
         done = store.keys()
         todo = [p for p in spec.points if p.key not in done]
         s.skipped = s.total - len(todo)
