@@ -303,3 +303,64 @@ sparse = { bits = 8, format = "bitmask", sparsity = 0.5 }
         m = r["metrics"]
         assert m["latency_ms"] > 0 and m["energy_mj"] > 0 and m["cycles"] > 0
         assert m["macs"] == 3 * (64 * 128 + 128 * 64)
+
+
+# --- the score evaluator on a tiny model -------------------------------------------------------
+def _tiny_corpus(d: Path):
+    import numpy as np
+
+    texts = ["go back", "call anna", "stop", "turn on the light"]
+    for subset, n, seed in (("dev", 3, 0), ("test_clean", 3, 1)):
+        rng = np.random.default_rng(seed)
+        feats, offsets, lines = [], [0], []
+        for i in range(n):
+            t = int(rng.integers(40, 70))
+            feats.append(rng.normal(-5.0, 2.0, (t, 80)).astype(np.float16))
+            offsets.append(offsets[-1] + t)
+            lines.append(json.dumps({"path": f"{subset}/{i}.wav", "text": texts[i % 4], "voice": "v",
+                                     "duration_s": (t * 160 + 240) / 16000}))
+        np.save(d / f"{subset}.feats.npy", np.concatenate(feats))
+        np.save(d / f"{subset}.offsets.npy", np.asarray(offsets, np.int64))
+        (d / f"{subset}.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_score_evaluator_matches_azsim_score(tmp_path):
+    toy = pytest.importorskip("asr.quant.toy")
+    import tomli_w
+
+    from azsim.workflows.score import score
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    _tiny_corpus(corpus)
+    model = toy.save_random_model(tmp_path / "tiny.npz", seed=3)
+    p = write_spec(tmp_path, f"""
+[sweep]
+evaluator = "score"
+[options]
+model = "{model}"
+corpus = "{corpus}"
+limit = 2
+beam = 2
+[recipes]
+int8 = "{ROOT / 'recipes' / 'int8.toml'}"
+sparse = "{ROOT / 'recipes' / 'int8-sparse50.toml'}"
+[hw]
+"mac_array.zero" = ["none", "skip"]
+""")
+    spec = spec_mod.load(p)
+    db = tmp_path / "r.db"
+    s = sweep.run(spec, db, jobs=1, progress=False)
+    assert (s.done, s.prepared) == (4, 2)          # the model is quantized once per recipe
+    rows = {(r["recipe"], r["params"]["mac_array.zero"]): r["metrics"] for r in load_rows(db)}
+    assert rows[("sparse", "skip")]["weight_bytes"] < rows[("int8", "skip")]["weight_bytes"]
+    assert rows[("sparse", "skip")]["cycles"] < rows[("sparse", "none")]["cycles"]   # zeros skipped
+    # the sweep's split (prepare once, evaluate per chip) gives what azsim score gives
+    pt = next(q for q in spec.points if q.recipe == "sparse" and q.hw["mac_array.zero"] == "skip")
+    preset = tmp_path / "chip.toml"
+    preset.write_bytes(tomli_w.dumps(pt.config.to_dict()).encode())
+    direct = score(model=model, recipe=ROOT / "recipes" / "int8-sparse50.toml", preset=str(preset),
+                   corpus=corpus, limit=2, beam=2, progress=False)
+    for k in ("wer", "weight_bytes", "peak_sram_bytes", "latency_ms", "latency_ms_p95", "energy_mj",
+              "offchip_bytes_per_s", "rtf", "cycles"):
+        assert rows[("sparse", "skip")][k] == pytest.approx(direct[k], rel=1e-12), k
