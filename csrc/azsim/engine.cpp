@@ -215,9 +215,7 @@ void Session::matmul_core(const Weight& W, const int8_t* x, int64_t M, int32_t* 
     // Every MAC runs; those with a zero operand are clock-gated.
     double nz = 0;
     for (int64_t m = 0; m < M; ++m)
-      for (int64_t n = 0; n < N; ++n)
-        nz += static_cast<double>(mac::popcount_and_range(W.mask.data() + n * W.words,
-                                                           xmask_.data() + m * W.words, 0, K));
+      nz += static_cast<double>(mac::pair_count(W.mask.data(), W.words, N, xmask_.data() + m * W.words));
     k[kMacsExecuted] += dense_macs;
     k[kMacsGated] += dense_macs - nz;
   } else if (!skip) {
@@ -228,15 +226,8 @@ void Session::matmul_core(const Weight& W, const int8_t* x, int64_t M, int32_t* 
     // activation column (a column counts as zero only when it is zero for
     // every row of x: then no row needs it and it can be compacted away).
     lanecnt_.resize(static_cast<size_t>(N * W.n_ktiles));
-    double executed = 0;
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t kt = 0; kt < W.n_ktiles; ++kt) {
-        int64_t k0 = kt * W.tile_k, k1 = std::min(K, k0 + W.tile_k);
-        uint32_t cnt = static_cast<uint32_t>(
-            mac::popcount_and_range(W.mask.data() + n * W.words, xact_.data(), k0, k1));
-        lanecnt_[n * W.n_ktiles + kt] = cnt;
-        executed += cnt;
-      }
+    double executed = static_cast<double>(mac::lane_counts(
+        W.mask.data(), W.words, N, xact_.data(), K, W.tile_k, W.n_ktiles, lanecnt_.data()));
     executed *= static_cast<double>(M);
     k[kMacsExecuted] += executed;
     k[kMacsSkipped] += dense_macs - executed;
