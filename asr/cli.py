@@ -39,6 +39,9 @@ def register(subparsers) -> None:
                    help="one JSON object per file and line: file, text, nbest, lattice_bytes, seconds, "
                         "decode_seconds")
     p.add_argument("--lattice", action="store_true", help="with --json, include the lattice itself")
+    p.add_argument("--chunk-ms", type=_positive_int("--chunk-ms"), default=None,
+                   help="run the streaming recognizer on chunks of this many ms (default: offline; "
+                        "the final result is the same)")
     p.set_defaults(func=cmd_transcribe)
 
     p = subparsers.add_parser("train", help="train an RNN-T from a config file",
@@ -77,13 +80,20 @@ def cmd_transcribe(args) -> int:
     import time
 
     from asr.audio import load_wav
-    from asr.stream import recognize
+    from asr.stream import Recognizer, recognize
 
     model = _load_model(args.model)
     for wav in args.wavs:
         samples, rate_hz = load_wav(wav)
         t0 = time.perf_counter()
-        result = recognize(model, samples, rate_hz, beam=args.beam)
+        if args.chunk_ms:
+            rec = Recognizer(model, beam=args.beam)
+            step = max(1, int(rate_hz * args.chunk_ms / 1000))
+            for i in range(0, samples.shape[0], step):
+                rec.accept_audio(samples[i:i + step], rate_hz)
+            result = rec.finalize()
+        else:
+            result = recognize(model, samples, rate_hz, beam=args.beam)
         decode_s = time.perf_counter() - t0
         if args.json:
             out = {"file": str(wav), **result.as_dict(), "seconds": round(samples.shape[0] / rate_hz, 4),

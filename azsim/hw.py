@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from azsim.compress import FORMATS
 from azsim.errors import ConfigError
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -22,8 +23,7 @@ DATAFLOWS = ("ws", "os", "is")
 ZERO_MODES = ("none", "gate", "skip")
 OFFCHIP_KINDS = ("dram", "flash")
 OPERAND_BITS = (8, 4)
-# Format names as the native codec registry spells them (test_hw checks they agree).
-KNOWN_FORMATS = ("dense", "int4", "bitmask", "rle", "codebook", "codebook-bitmask")
+KNOWN_FORMATS = FORMATS  # as the native codec registry spells them (test_hw checks they agree)
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,16 @@ def test_transcribe_json(model_path, wavs, capsys):
         assert obj["lattice_bytes"] == expected.lattice.size_bytes() > 0
 
 
+def test_transcribe_streaming_equals_offline(model_path, wavs, capsys):
+    args = [str(p) for p, _ in wavs] + ["--model", str(model_path), "--json"]
+    assert main(["transcribe", *args]) == 0
+    offline = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert main(["transcribe", *args, "--chunk-ms", "70"]) == 0
+    streamed = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [o["text"] for o in streamed] == [o["text"] for o in offline]
+    assert [o["lattice_bytes"] for o in streamed] == [o["lattice_bytes"] for o in offline]
+
+
 def test_transcribe_plain_and_lattice(model_path, wavs, capsys):
     path = str(wavs[0][0])
     assert main(["transcribe", path, "--model", str(model_path), "--beam", "1"]) == 0

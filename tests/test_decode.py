@@ -263,3 +263,17 @@ def test_lattice_json_round_trip_and_size():
 def test_lattice_bad_json(payload):
     with pytest.raises(FormatError, match="lattice JSON"):
         Lattice.from_json(payload)
+
+
+def test_predictor_cache_pruning_changes_nothing(monkeypatch):
+    import asr.decode.beam as beam_mod
+    model = RandomRNNT(15)
+    enc = _enc(model, 16, 80)
+    full = beam_search(model, enc, beam=4)
+    monkeypatch.setattr(beam_mod, "_CACHE_LIMIT", 3)
+    calls = []
+    real_predict = model.predict
+    monkeypatch.setattr(model, "predict", lambda k, s: calls.append(k) or real_predict(k, s))
+    pruned = beam_search(model, enc, beam=4)
+    assert [(h.tokens, h.score) for h in pruned] == [(h.tokens, h.score) for h in full]
+    assert calls  # the cache was pruned and predictions recomputed where needed

@@ -59,6 +59,28 @@ SCALESIM_MEASURED = [
     (40, 24, 64, 8, 8, "ws", 1487),       # M > K: streamed dimension longer than reduction
     (40, 24, 64, 8, 8, "os", 1519),
     (40, 24, 64, 8, 8, "is", 1289),
+    # RNN-T-sized layers from benchmarks/peers/scalesim_compare.py's default table
+    (4, 240, 1024, 32, 32, "ws", 25087),  # (cmp)
+    (4, 240, 1024, 32, 32, "os", 9663),  # (cmp)
+    (4, 240, 1024, 32, 32, "is", 8943),  # (cmp)
+    (1, 512, 1024, 32, 32, "ws", 48639),  # (cmp)
+    (1, 512, 1024, 32, 32, "os", 18367),  # (cmp)
+    (1, 512, 1024, 32, 32, "is", 17887),  # (cmp)
+    (1, 320, 1024, 16, 16, "ws", 60159),  # (cmp)
+    (1, 320, 1024, 16, 16, "os", 22399),  # (cmp)
+    (1, 320, 1024, 16, 16, "is", 21399),  # (cmp)
+    (16, 512, 2048, 64, 64, "ws", 52735),  # (cmp)
+    (16, 512, 2048, 64, 64, "os", 20415),  # (cmp)
+    (16, 512, 2048, 64, 64, "is", 17903),  # (cmp)
+    (16, 256, 320, 32, 32, "ws", 8799),  # (cmp)
+    (16, 256, 320, 32, 32, "os", 3179),  # (cmp)
+    (16, 256, 320, 32, 32, "is", 3311),  # (cmp)
+    (16, 320, 32, 32, 32, "ws", 1099),  # (cmp)
+    (16, 320, 32, 32, 32, "os", 381),  # (cmp)
+    (16, 320, 32, 32, 32, "is", 1259),  # (cmp)
+    (8, 496, 1024, 16, 64, "ws", 50591),  # (cmp)
+    (8, 496, 1024, 16, 64, "os", 9183),  # (cmp)
+    (8, 496, 1024, 16, 64, "is", 34657),  # (cmp)
 ]
 
 DRIVER = r"""
@@ -172,3 +194,24 @@ def test_empty_gemm_and_bad_arrays(driver):
     assert out[5].startswith("invalid_argument: cols")
     assert out[6].startswith("invalid_argument: dataflow") and "ws, os, is" in out[6]
     assert out[7] == "os"
+
+
+# End to end through the user-facing command once the engine provides it: `azsim layer`
+# with zero handling `none` must report SCALE-Sim's compute cycles.
+CLI_ROWS = [row for row in SCALESIM_MEASURED
+            if (row[0], row[1], row[2]) in {(4, 20, 12), (1, 300, 200), (7, 33, 17), (16, 320, 32)}]
+
+
+@pytest.mark.parametrize("m,k,n,r,c,df,expected", CLI_ROWS)
+def test_azsim_layer_cli_matches_scalesim(m, k, n, r, c, df, expected, capsys):
+    import importlib.util
+    import json
+
+    if importlib.util.find_spec("azsim.cli_layer") is None:
+        pytest.skip("`azsim layer` (azsim/cli_layer.py) has not landed in this tree yet")
+    from azsim.cli import main
+
+    rc = main(["layer", "--preset", "default", "--gemm", f"{m},{k},{n}", "--rows", str(r),
+               "--cols", str(c), "--dataflow", df, "--zero", "none", "--json"])
+    assert rc == 0
+    assert json.loads(capsys.readouterr().out)["compute_cycles"] == expected

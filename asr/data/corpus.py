@@ -63,7 +63,7 @@ DEFAULTS: dict = {
     "p_reverb": 0.2,         # ... reverberation (RT60 uniform 0.2-0.7 s)
     "p_band8k": 0.15,        # ... 8 kHz band-limiting
     "fsdd_train": True,      # add FSDD takes 5-49 to train
-    "fsdd_copies": 1,        # each FSDD training take appears this many times (augmented anew)
+    "fsdd_copies": 2,        # each FSDD training take appears this many times (augmented anew)
     "shard_size": 250,       # utterances per resumable shard
 }
 
@@ -464,6 +464,8 @@ def build(data_cfg: dict | None, cache_dir=None, workers: int = 2, progress: boo
     info = {"config_hash": corpus_dir.name, "build_s": round(time.time() - t0, 1),
             "shards_built_this_run": len(todo), "workers": workers, "pools": pools, "subsets": stats}
     (corpus_dir / "complete.json").write_text(json.dumps(info, indent=1) + "\n")
+    # Shards only serve resuming; the merged files hold everything (WAVs stay in wav/).
+    shutil.rmtree(corpus_dir / "shards", ignore_errors=True)
     return corpus_dir
 
 

@@ -47,6 +47,9 @@ def list_items(root: Path | None = None) -> list[FsddItem]:
         m = _NAME.match(p.name)
         if m:
             items.append(FsddItem(p, int(m.group(1)), m.group(2), int(m.group(3))))
+    if not items:
+        raise FileNotFoundError(f"no FSDD recordings ({{digit}}_{{speaker}}_{{take}}.wav) in {rec} "
+                                f"(set AZSIM_FSDD)")
     return sorted(items, key=lambda i: (i.speaker, i.digit, i.take))
 
 

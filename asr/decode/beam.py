@@ -117,7 +117,7 @@ class BeamSearch:
             self._hyps = self._frame(e, t)
             if len(self._pred_cache) > _CACHE_LIMIT:
                 # histories no current hypothesis extends are unlikely to come back
-                live = {h.tokens[:n] for h in self._hyps for n in range(len(h.tokens) - 2, len(h.tokens) + 1)}
+                live = {h.tokens[:n] for h in self._hyps for n in range(max(0, len(h.tokens) - 2), len(h.tokens) + 1)}
                 self._pred_cache = {k: v for k, v in self._pred_cache.items() if k[:-1] in live}
             self.frames_done += 1
             for observer in self.observers:

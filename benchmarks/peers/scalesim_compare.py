@@ -22,11 +22,11 @@ The venv is created once under $AZSIM_CACHE_DIR/scalesim-venv (default
 ~/.cache/azsim/scalesim-venv) with scalesim==3.0.0 and numpy<2.4 (scalesim 3.0.0
 crashes with numpy>=2.4) and reused afterwards.
 
-SCALE-Sim time: it steps one Python loop iteration per simulated cycle, roughly
+SCALE-Sim time: it steps one Python loop iteration per simulated cycle, about
 2-7k simulated cycles/s on this 2-core machine depending on the array width.  The
-default table below simulates about 0.44 M cycles in total and was sized to take
-about 2-4 minutes of SCALE-Sim time on 2 shared cores (measured figures are in the
-report that introduced this script).  Layer wall times are measured inside the
+default table below simulates 0.44 M cycles in total; measured with --jobs 1 on the
+shared 2-core machine: 214 s wall (84 s CPU) for all 21 layer/dataflow runs.  Keep
+SRAMs small in the runner: 1 GiB SRAMs alone cost ~4 s per layer.  Layer wall times are measured inside the
 SCALE-Sim process (interpreter start and import excluded); azsim's wall time is
 the whole `azsim layer` subprocess (interpreter start included), which favours
 SCALE-Sim.
@@ -118,15 +118,15 @@ def run_scalesim(py: Path, specs: list[tuple], jobs: int) -> dict:
     return out
 
 
-def run_azsim_cli(spec: tuple) -> dict:
+def run_azsim_cli(spec: tuple, repo: Path = REPO) -> dict:
     m, k, n, r, c, df = spec
     cmd = [sys.executable, "-m", "azsim.cli", "layer", "--preset", "default",
            "--gemm", f"{m},{k},{n}", "--rows", str(r), "--cols", str(c),
            "--dataflow", df, "--zero", "none", "--json"]
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = str(repo) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=repo, env=env)
     wall_s = time.perf_counter() - t0
     if proc.returncode != 0:
         return {"error": f"rc={proc.returncode}: " + (proc.stderr.strip().splitlines() or [""])[-1]}
@@ -154,14 +154,14 @@ int main() {
 """
 
 
-def run_azsim_header(specs: list[tuple]) -> dict:
+def run_azsim_header(specs: list[tuple], repo: Path = REPO) -> dict:
     cxx = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
     if not cxx:
         raise SystemExit("error: --backend header needs a C++17 compiler (g++ or c++) on PATH")
     with tempfile.TemporaryDirectory(prefix="azsim_sys_") as tmp:
         src, exe = Path(tmp, "drv.cpp"), Path(tmp, "drv")
         src.write_text(HEADER_DRIVER)
-        subprocess.run([cxx, "-std=c++17", "-O2", f"-I{REPO / 'csrc'}", str(src), "-o", str(exe)],
+        subprocess.run([cxx, "-std=c++17", "-O2", f"-I{repo / 'csrc'}", str(src), "-o", str(exe)],
                        check=True)
         inp = "".join(" ".join(str(x) for x in s) + "\n" for s in specs)
         out = subprocess.run([str(exe)], input=inp, capture_output=True, text=True, check=True)
@@ -178,6 +178,8 @@ def main(argv=None) -> int:
                     help="SCALE-Sim venv (default: $AZSIM_CACHE_DIR or ~/.cache/azsim, /scalesim-venv)")
     ap.add_argument("--backend", choices=("cli", "header"), default="cli",
                     help="azsim side: the `azsim layer` CLI (default) or systolic.hpp via g++")
+    ap.add_argument("--repo", type=Path, default=REPO,
+                    help="azsim source tree to run (default: the one holding this script)")
     ap.add_argument("--quick", action="store_true", help="three small layers only")
     ap.add_argument("--jobs", type=int, default=1, help="SCALE-Sim processes in parallel")
     ap.add_argument("--tolerance", type=float, default=0.01, help="max relative error (0.01 = 1%%)")
@@ -195,9 +197,9 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     if args.backend == "cli":
-        az = {s: run_azsim_cli(s) for s in specs}
+        az = {s: run_azsim_cli(s, args.repo.resolve()) for s in specs}
     else:
-        az = run_azsim_header(specs)
+        az = run_azsim_header(specs, args.repo.resolve())
     az_total_s = time.perf_counter() - t0
 
     rows, failures, failed_specs = [], [], set()
