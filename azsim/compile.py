@@ -99,6 +99,20 @@ class Program:
         self.op_kinds = [op.kind for op in graph.ops]
         self.inputs = list(graph.inputs)
         self.outputs = list(graph.outputs)
+        # group name -> (op indices, input tensors it reads, outputs it produces)
+        self.groups: dict[str, tuple[list[int], list, list[str]]] = {}
+        for name in graph.groups:
+            ids = [i for i, op in enumerate(graph.ops) if op.group == name]
+            self.groups[name] = self._group_io(ids)
+        self.groups[None] = (list(range(len(graph.ops))), list(graph.inputs), list(graph.outputs))
+
+    def _group_io(self, ids):
+        ops = [self.graph.ops[i] for i in ids]
+        read = {n for op in ops for n in op.inputs}
+        made = {n for op in ops for n in op.outputs}
+        ins = [t for t in self.graph.inputs if t.name in read]
+        outs = [n for n in self.graph.outputs if n in made]
+        return ids, ins, outs
 
     @property
     def weight_bytes(self) -> int:

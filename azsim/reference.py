@@ -213,13 +213,19 @@ def embedding(idx, table) -> np.ndarray:
     return np.asarray(table)[np.asarray(idx, dtype=np.int64).reshape(-1)]
 
 
-def run_graph(graph, inputs: dict) -> dict:
-    """Evaluate an azsim.graph.Graph with this module's integer math."""
+def run_graph(graph, inputs: dict, group: str | None = None) -> dict:
+    """Evaluate an azsim.graph.Graph (or one group of it) with this module's integer math."""
     env = {}
+    ops = [op for op in graph.ops if group is None or op.group == group]
     for t in graph.inputs:
+        if t.name not in inputs:
+            continue
         a = np.asarray(inputs[t.name])
         env[t.name] = a.reshape(1, -1) if a.ndim == 1 and t.kind != "index" else a
-    for op in graph.ops:
+    produced = set(env)
+    for op in ops:
+        produced.update(op.outputs)
+    for op in ops:
         p = op.params
         if op.kind == "matmul":
             y = matmul(env[op.inputs[0]], p["weight"], p.get("bias"), p.get("mult"),
@@ -247,4 +253,4 @@ def run_graph(graph, inputs: dict) -> dict:
             env[op.outputs[0]] = embedding(env[op.inputs[0]], p["table"])
         else:  # pragma: no cover - graph.py only builds the kinds above
             raise ValueError(f"unknown op kind {op.kind}")
-    return {name: env[name] for name in graph.outputs}
+    return {name: env[name] for name in graph.outputs if name in produced and name in env}

@@ -250,3 +250,51 @@ def test_run_input_errors():
         s.run({"x": np.zeros(8, np.int16)})
     with pytest.raises(ModelError, match="shape"):
         s.run({"x": np.zeros((1, 9), np.int8)})
+
+
+def test_groups_share_one_chip_and_broadcast_rows():
+    """An RNN-T-shaped graph: encoder / predictor / joint groups on one Session."""
+    rng = np.random.default_rng(11)
+    D, V, E = 16, 12, 8
+    g = Graph("rnnt")
+    with g.group("enc"):
+        f = g.input("feat", 20)
+        m, s = ref.quantize_multiplier(np.full(D, 1 / 2000.0))
+        enc = g.matmul(f, rng.integers(-128, 128, (D, 20)), mult=m, shift=s, name="enc_fc")
+    with g.group("pred"):
+        tok = g.index_input("tok")
+        emb = g.embedding(tok, rng.integers(-128, 128, (V, E)), name="emb")
+        pred = g.matmul(emb, rng.integers(-8, 8, (D, E)), mult=m, shift=s, bits=4,
+                        format="int4", name="pred_fc")
+    with g.group("joint"):
+        je = g.input("enc_in", D)
+        jp = g.input("pred_in", D)
+        z = g.add(je, jp, a_mult=1 << 20, b_mult=1 << 20, shift=21, name="jadd")
+        t = g.lut(z, ref.table8(np.tanh, 1 / 32, 1 / 127), name="jtanh")
+        mo, so = ref.quantize_multiplier(np.full(V, 1 / 500.0))
+        logits = g.matmul(t, rng.integers(-128, 128, (V, D)), mult=mo, shift=so,
+                          out_dtype="int16", name="jout")
+    g.output(enc, pred, logits)
+    assert g.groups == ["enc", "pred", "joint"]
+    prog = compile_graph(g, hw())
+    sess = Session(prog)
+    feat = rng.integers(-128, 128, (1, 20)).astype(np.int8)
+    r_enc = sess.run({"feat": feat}, arrival_cycle=0, group="enc")
+    assert list(r_enc.outputs) == ["enc_fc:out"]
+    np.testing.assert_array_equal(r_enc.outputs["enc_fc:out"],
+                                  ref.run_graph(g, {"feat": feat}, group="enc")["enc_fc:out"])
+    r_pred = sess.run({"tok": np.array([1, 5, 7])}, group="pred")
+    assert r_pred.start_cycle == r_enc.end_cycle and r_pred.outputs["pred_fc:out"].shape == (3, D)
+    inp = {"enc_in": r_enc.outputs["enc_fc:out"], "pred_in": r_pred.outputs["pred_fc:out"]}
+    r_joint = sess.run(inp, group="joint")
+    want = ref.run_graph(g, inp, group="joint")["jout:out"]
+    assert want.shape == (3, V)
+    np.testing.assert_array_equal(r_joint.outputs["jout:out"], want)
+    assert r_joint.stats.op_names == ["jadd", "jtanh", "jout"]
+    tot = sess.totals()
+    assert tot.calls == 3 and tot["macs"] == 20 * D + 3 * E * D + 3 * D * V
+    from azsim.errors import ModelError
+    with pytest.raises(ModelError, match="unknown group"):
+        sess.run({}, group="nope")
+    with pytest.raises(ModelError, match="indices"):
+        sess.run({"tok": np.array([V])}, group="pred")

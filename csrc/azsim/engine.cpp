@@ -115,13 +115,13 @@ void Session::reset() {
   free_cycle_ = 0;
 }
 
-RunResult Session::run(uint64_t start_cycle) {
+RunResult Session::run(uint64_t start_cycle, const std::vector<int>& op_ids) {
   const HwConfig& c = prog_->cfg();
   RunResult r;
   r.start_cycle = std::max(start_cycle, free_cycle_);
-  r.per_op.resize(prog_->ops().size());
-  for (size_t i = 0; i < prog_->ops().size(); ++i) {
-    const Op& op = prog_->ops()[i];
+  r.per_op.resize(op_ids.size());
+  for (size_t i = 0; i < op_ids.size(); ++i) {
+    const Op& op = prog_->ops().at(static_cast<size_t>(op_ids[i]));
     Counters& k = r.per_op[i];
     k.fill(0.0);
     switch (op.kind) {
@@ -447,16 +447,27 @@ void Session::exec_vector(const Op& op, Counters& k) {
   switch (op.kind) {
     case OpKind::Add:
     case OpKind::Mul: {
+      // A one-row operand is broadcast over the other's rows (e.g. one
+      // encoder frame against several prediction-network hypotheses).
       Buffer& b = bufs_[op.in[1]];
-      if (b.rows != a.rows || b.cols != a.cols)
-        throw std::invalid_argument(op.name + ": operands differ in shape");
-      for (int64_t i = 0; i < n; ++i) {
-        int64_t v = op.kind == OpKind::Add ? vec::add_rq(a.get(i), b.get(i), op.ma, op.mb, op.sh)
-                                           : vec::mul_rq(a.get(i), b.get(i), op.ma, op.sh);
+      if (b.cols != a.cols || (b.rows != a.rows && b.rows != 1 && a.rows != 1))
+        throw std::invalid_argument(op.name + ": operand shapes (" + std::to_string(a.rows) + ", " +
+                                    std::to_string(a.cols) + ") and (" + std::to_string(b.rows) +
+                                    ", " + std::to_string(b.cols) + ") do not broadcast");
+      const int64_t rows = std::max(a.rows, b.rows), cols = a.cols;
+      o.resize(op.out_dtype, rows, cols);
+      const int64_t na = a.size(), nb = b.size();
+      for (int64_t i = 0; i < rows * cols; ++i) {
+        int64_t av = a.get(a.rows == 1 ? i % cols : i), bv = b.get(b.rows == 1 ? i % cols : i);
+        int64_t v = op.kind == OpKind::Add ? vec::add_rq(av, bv, op.ma, op.mb, op.sh)
+                                           : vec::mul_rq(av, bv, op.ma, op.sh);
         o.set_clamped(i, v);
       }
-      k[kActSramReadBytes] += static_cast<double>(n * (dtype_bytes(a.dtype) + dtype_bytes(b.dtype)));
-      break;
+      k[kActSramReadBytes] += static_cast<double>(na * dtype_bytes(a.dtype) + nb * dtype_bytes(b.dtype));
+      add_vector_stage(rows * cols, k);
+      k[kActSramWriteBytes] += static_cast<double>(rows * cols * dtype_bytes(op.out_dtype));
+      k[kCycles] = k[kVectorCycles];
+      return;
     }
     case OpKind::Lut: {
       const int16_t* t = op.table.data();

@@ -127,8 +127,8 @@ class Session {
  public:
   explicit Session(std::shared_ptr<const Program> p);
   Buffer& buffer(int tid) { return bufs_.at(tid); }
-  // Runs every op once; inputs must already be in their buffers.
-  RunResult run(uint64_t start_cycle);
+  // Runs the given ops once, in order; their inputs must be in their buffers.
+  RunResult run(uint64_t start_cycle, const std::vector<int>& op_ids);
   void reset();  // forget loaded resident weights (a fresh power-up)
   uint64_t free_cycle() const { return free_cycle_; }
 
