@@ -258,7 +258,10 @@ class Graph:
                   sig_table=None, tanh_table=None, name: str | None = None,
                   h_scale: float | None = None) -> tuple[Tensor, Tensor]:
         """Fused integer LSTM step (formats in azsim/reference.py). x, h int8; c int16 Q3.12.
-        wx (4H, Kx), wh (4H, H), gate order i, f, g, o. Returns (h' int8, c' int16)."""
+
+        wx (4H, Kx), wh (4H, H), gate order i, f, g, o; bias int32 (4H) at scale
+        s_x * w_scale_x. mult_*/shift_*/h_mult/h_shift: see reference.lstm_multipliers.
+        Returns (h' int8, c' int16 Q3.12), named "<name>:h" and "<name>:c"."""
         from azsim import reference as ref
 
         name = self._name(name, "lstm")

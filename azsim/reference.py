@@ -182,6 +182,21 @@ def tanh_table() -> np.ndarray:
     return table16(np.tanh)
 
 
+def lstm_multipliers(s_x: float, s_h: float, w_scale_x, w_scale_h) -> dict:
+    """Requantization parameters of lstm_cell from real scales.
+
+    s_x, s_h: scales of the int8 x and h (real = q * s); w_scale_x / w_scale_h:
+    per-gate-row weight scales (length 4H) of wx / wh. The int32 bias must be
+    quantized with scale s_x * w_scale_x: bias_q = round(b / (s_x * w_scale_x)).
+    Returns mult_x, shift_x, mult_h, shift_h (arrays) and h_mult, h_shift (ints).
+    """
+    mx, sx = quantize_multiplier(s_x * np.asarray(w_scale_x, np.float64) * (1 << GATE_FRAC_BITS))
+    mh, sh = quantize_multiplier(s_h * np.asarray(w_scale_h, np.float64) * (1 << GATE_FRAC_BITS))
+    hm, hs = quantize_multiplier(1.0 / (2.0 ** (2 * ACT_FRAC_BITS) * s_h))
+    return {"mult_x": mx, "shift_x": sx, "mult_h": mh, "shift_h": sh,
+            "h_mult": int(hm[0]), "h_shift": int(hs[0])}
+
+
 def lstm_gates(x, h, wx, wh, bias, mult_x, shift_x, mult_h, shift_h) -> np.ndarray:
     """int16 Q3.12 gate pre-activations (M, 4H)."""
     ax = matmul(x, wx, bias).astype(np.int64)

@@ -170,9 +170,9 @@ def test_lstm_cell_tracks_float_lstm():
     wx = np.round(wx_f / sw_x[:, None]).astype(np.int8)
     wh = np.round(wh_f / sw_h[:, None]).astype(np.int8)
     bias = np.round(b_f / (s_x * sw_x)).astype(np.int64)
-    mx, sx = ref.quantize_multiplier(s_x * sw_x * 4096)
-    mh, sh = ref.quantize_multiplier(s_h * sw_h * 4096)
-    hm, hs = ref.quantize_multiplier(1.0 / (2.0**30 * s_h))
+    q = ref.lstm_multipliers(s_x, s_h, sw_x, sw_h)
+    mx, sx, mh, sh = q["mult_x"], q["shift_x"], q["mult_h"], q["shift_h"]
+    hm, hs = [q["h_mult"]], [q["h_shift"]]
     x_f = rng.uniform(-2, 2, (1, Kx))
     h_f = rng.uniform(-1, 1, (1, H))
     c_f = rng.uniform(-2, 2, (1, H))
