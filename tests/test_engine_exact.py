@@ -2,6 +2,8 @@
 for every weight format and both weight widths (hypothesis)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,7 +16,8 @@ from azsim.graph import Graph
 
 from engine_helpers import formats_for, hw, matmul_graph, random_weights
 
-SETTINGS = settings(max_examples=40, deadline=None,
+# AZSIM_HYPOTHESIS_EXAMPLES=400 for a deeper run; 40 keeps the suite fast.
+SETTINGS = settings(max_examples=int(os.environ.get("AZSIM_HYPOTHESIS_EXAMPLES", "40")), deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 
