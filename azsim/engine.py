@@ -112,8 +112,8 @@ class RunResult:
         self.outputs = outputs
         self._counters = counters
         self._prog = prog
-        self.start_cycle = int(start_cycle)
-        self.end_cycle = int(end_cycle)
+        self.start_cycle = start_cycle
+        self.end_cycle = end_cycle
         self._stats = None
         self._names = (prog.op_names, prog.op_kinds)
 
@@ -134,6 +134,13 @@ class RunResult:
         return self._stats
 
 
+def _as_slice(ids):
+    """A slice when the op ids are consecutive (cheap accumulation), else the list."""
+    if ids and list(ids) == list(range(ids[0], ids[-1] + 1)):
+        return slice(ids[0], ids[-1] + 1)
+    return list(ids)
+
+
 class Session:
     """One chip running one compiled program; keeps the clock and what is loaded."""
 
@@ -148,8 +155,8 @@ class Session:
             self._plans[group] = (
                 specs, [program.tensor_ids[t.name] for t in ins], [t.cols for t in ins],
                 [t.dtype for t in ins], [program.tensor_ids[n] for n in outs], list(outs),
-                list(op_ids), [program.op_names[i] for i in op_ids],
-                [program.op_kinds[i] for i in op_ids])
+                list(op_ids), _as_slice(op_ids),
+                ([program.op_names[i] for i in op_ids], [program.op_kinds[i] for i in op_ids]))
         self.keep_timeline = keep_timeline
         self.timeline: list[tuple[int, int]] = []
         self._total = None
@@ -170,8 +177,8 @@ class Session:
         arrival_cycle=None means "as soon as the chip is free".
         """
         try:
-            (specs, ids, cols, dts, out_ids, out_names, op_ids, op_names,
-             op_kinds) = self._plans[group]
+            specs, ids, cols, dts, out_ids, out_names, op_ids, op_slice, names = \
+                self._plans[group]
         except KeyError:
             raise ModelError(f"run: unknown group {group!r} (groups: "
                              f"{', '.join(g for g in self._plans if g is not None)})") from None
@@ -181,24 +188,28 @@ class Session:
                 a = inputs[name]
             except KeyError:
                 raise ModelError(f"run: missing input '{name}'") from None
-            a = np.asarray(a)
             if is_index:
+                a = np.asarray(a)
                 if a.ndim > 1 or not np.issubdtype(a.dtype, np.integer):
                     raise ModelError(f"run: input '{name}': expected 1-D integer indices")
                 self._check_indices(name, a)
                 a = np.ascontiguousarray(a.reshape(-1, 1), dtype=np.int32)
             else:
+                if type(a) is not np.ndarray:
+                    a = np.asarray(a)
                 if a.dtype != npdt:
                     raise ModelError(f"run: input '{name}': dtype {a.dtype} (expected {dtype})")
                 if a.ndim == 1:
                     a = a.reshape(1, -1)
-                if a.ndim != 2 or a.shape[1] != ncols or a.shape[0] < 1:
-                    raise ModelError(f"run: input '{name}': shape {a.shape} "
+                shape = a.shape
+                if len(shape) != 2 or shape[1] != ncols or shape[0] < 1:
+                    raise ModelError(f"run: input '{name}': shape {shape} "
                                      f"(expected (rows >= 1, {ncols}))")
                 if not a.flags.c_contiguous:
                     a = np.ascontiguousarray(a)
             arrays.append(a)
-        start = self.free_cycle if arrival_cycle is None else max(int(arrival_cycle), 0)
+        # The native side starts at max(start, the cycle the chip is free).
+        start = 0 if arrival_cycle is None else max(int(arrival_cycle), 0)
         try:
             outs, counters, s0, s1 = self._native.run(ids, arrays, cols, dts, out_ids, op_ids,
                                                       start)
@@ -207,11 +218,11 @@ class Session:
         self.calls += 1
         if self._total is None:
             self._total = np.zeros((len(self.program.op_names), counters.shape[1]))
-        self._total[op_ids] += counters
+        self._total[op_slice] += counters
         if self.keep_timeline:
-            self.timeline.append((int(s0), int(s1)))
+            self.timeline.append((s0, s1))
         res = RunResult(dict(zip(out_names, outs)), counters, self.program, s0, s1)
-        res._names = (op_names, op_kinds)
+        res._names = names
         return res
 
     def _check_indices(self, name, a):
