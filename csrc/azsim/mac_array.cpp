@@ -153,6 +153,21 @@ inline uint64_t range_mask(int64_t word, int64_t k0, int64_t k1) {
                                             const uint64_t* act, int64_t K, int64_t tile_k, \
                                             int64_t n_ktiles, uint32_t* out) {              \
     uint64_t total = 0;                                                                     \
+    if (n_ktiles == 1 || tile_k % 64 == 0) {                                                \
+      /* word-aligned K-tiles: tail bits past K are clear in both masks */                  \
+      const int64_t wpt = n_ktiles == 1 ? words : tile_k / 64;                              \
+      for (int64_t n = 0; n < N; ++n) {                                                     \
+        const uint64_t* row = mask + n * words;                                             \
+        for (int64_t kt = 0; kt < n_ktiles; ++kt) {                                         \
+          const int64_t e = std::min(words, (kt + 1) * wpt);                                \
+          uint64_t c = 0;                                                                   \
+          for (int64_t i = kt * wpt; i < e; ++i) c += __builtin_popcountll(row[i] & act[i]); \
+          out[n * n_ktiles + kt] = static_cast<uint32_t>(c);                                \
+          total += c;                                                                       \
+        }                                                                                   \
+      }                                                                                     \
+      return total;                                                                         \
+    }                                                                                       \
     for (int64_t n = 0; n < N; ++n) {                                                       \
       const uint64_t* row = mask + n * words;                                               \
       for (int64_t kt = 0; kt < n_ktiles; ++kt) {                                           \
