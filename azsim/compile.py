@@ -87,8 +87,9 @@ class Program:
     """A compiled graph: the native program plus what Sessions and reports need."""
 
     def __init__(self, graph: Graph, hw: dict, native, tensor_ids: dict, weights: list,
-                 op_weights: dict, tile_budget_bytes: int):
+                 op_weights: dict, tile_budget_bytes: int, stream_buffer_bytes: int = 0):
         self.graph = graph
+        self.stream_buffer_bytes = stream_buffer_bytes   # double buffer reserved in weight SRAM
         self.hw = hw
         self.native = native
         self.tensor_ids = tensor_ids
@@ -126,6 +127,18 @@ class Program:
     @property
     def streamed_bytes(self) -> int:
         return sum(w.bytes for w in self.weights if not w.resident)
+
+    @property
+    def weight_sram_used_bytes(self) -> int:
+        """Resident weights plus the streaming double buffer."""
+        return self.resident_bytes + self.stream_buffer_bytes
+
+    def peak_act_bytes(self, rows: int = 1) -> int:
+        """Largest inputs + outputs of one op for `rows` rows (activation SRAM high-water mark)."""
+        size = {"int8": 1, "int16": 2, "int32": 4}
+        t = self.graph.tensors
+        return max((rows * sum(t[n].cols * size[t[n].dtype] for n in op.inputs + op.outputs)
+                    for op in self.graph.ops), default=0)
 
     def decoded_weight(self, w: WeightInfo) -> np.ndarray:
         """What the array computes with (decoded from the compressed tiles)."""
@@ -264,4 +277,4 @@ def compile(graph: Graph, hw, *, placement: str = "greedy",
             raise ModelError(f"op '{op.name}': unknown kind {op.kind}")
         native.add_op(op.kind, op.name, ins, outs, prm)
 
-    return Program(graph, cfg, native, tensor_ids, infos, op_weights, budget)
+    return Program(graph, cfg, native, tensor_ids, infos, op_weights, budget, reserve)

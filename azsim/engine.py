@@ -40,7 +40,9 @@ class Stats:
     stall_memory_cycles, stall_decoder_cycles, stall_compute_cycles (DMA
     backpressure, not part of cycles), vector_cycles, offchip_read_bytes,
     offchip_write_bytes, weight_sram_read_bytes, weight_sram_write_bytes,
-    act_sram_read_bytes, act_sram_write_bytes, weight_bytes, decoded_bytes,
+    act_sram_read_bytes, act_sram_write_bytes, weight_bytes (compressed bytes of
+    the weights an op used, per call: a sum over calls counts them per call;
+    the footprint is Program.weight_bytes), decoded_bytes,
     macs, macs_executed, macs_skipped, macs_gated, vector_ops,
     energy_<component>_pj for offchip, sram, mac, decoder, vector, leakage,
     and energy_total_pj.

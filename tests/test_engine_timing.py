@@ -165,6 +165,8 @@ def test_resident_weights_are_fetched_once():
     g = matmul_graph(w)
     prog = compile_graph(g, hw())
     assert prog.weights[0].resident
+    assert prog.weight_sram_used_bytes == prog.weight_bytes + 2 * prog.weights[0].max_tile_bytes
+    assert prog.peak_act_bytes(rows=2) == 2 * (64 + 32)     # int8 x (64) and y (32) per row
     s = Session(prog)
     first, second = s.run({"x": x}).stats, s.run({"x": x}).stats
     assert first["offchip_read_bytes"] == prog.weight_bytes
