@@ -5,6 +5,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 namespace azsim::mac {
@@ -94,7 +95,11 @@ __attribute__((target("avx2"))) void gemm_avx2(const int8_t* x, int64_t M, int64
   }
 }
 
-const bool kHasAvx2 = __builtin_cpu_supports("avx2");
+// __builtin_cpu_init first: these flags are read during the library's static
+// initialization, which may run before libgcc's own CPU-detection constructor.
+// AZSIM_NO_SIMD=1 forces the portable paths (so tests can check them here).
+const bool kNoSimd = std::getenv("AZSIM_NO_SIMD") != nullptr;
+const bool kHasAvx2 = !kNoSimd && (__builtin_cpu_init(), __builtin_cpu_supports("avx2"));
 
 }  // namespace
 
@@ -191,7 +196,7 @@ AZSIM_POPCOUNT_FUNCS(hw, __attribute__((target("popcnt"))))
 AZSIM_POPCOUNT_FUNCS(sw, )
 #undef AZSIM_POPCOUNT_FUNCS
 
-const bool kHasPopcnt = __builtin_cpu_supports("popcnt");
+const bool kHasPopcnt = !kNoSimd && (__builtin_cpu_init(), __builtin_cpu_supports("popcnt"));
 }  // namespace
 
 uint64_t popcount_and_range(const uint64_t* a, const uint64_t* b, int64_t k0, int64_t k1) {
