@@ -175,6 +175,11 @@ def compile(graph: Graph, hw, *, placement: str = "greedy",
         bits, fmt = p["bits"], p["format"]
         if fmt not in codecs:
             raise ConfigError(f"op '{op.name}': format: '{fmt}' (allowed: {', '.join(sorted(codecs))})")
+        if op.kind == "embed":
+            # Table rows are copied, not multiplied or decoded: no array or
+            # decoder constraint applies.
+            weight_specs.append((op, op.name, p["table"], bits, fmt, p["codebook_k"]))
+            continue
         if fmt not in allowed_formats:
             raise ConfigError(f"op '{op.name}': format '{fmt}' is not supported by this chip's "
                               f"decoder: decoder_formats = {allowed_formats}")
@@ -186,8 +191,7 @@ def compile(graph: Graph, hw, *, placement: str = "greedy",
             weight_specs.append((op, op.name + ".wx", p["wx"], bits, fmt, p["codebook_k"]))
             weight_specs.append((op, op.name + ".wh", p["wh"], bits, fmt, p["codebook_k"]))
         else:
-            arr = p["table"] if op.kind == "embed" else p["weight"]
-            weight_specs.append((op, op.name, arr, bits, fmt, p["codebook_k"]))
+            weight_specs.append((op, op.name, p["weight"], bits, fmt, p["codebook_k"]))
 
     # Minimum tile: one fold of the array. Two of them must fit (double buffer).
     for op, wname, arr, bits, fmt, _ in weight_specs:

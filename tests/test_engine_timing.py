@@ -305,3 +305,16 @@ def test_skip_cycles_follow_the_documented_rule(tile_bytes, dataflow):
                 dense += math.ceil(M / R) * fold(k1 - k0)
         want += math.ceil(share * eff / dense) if share else 0
     assert res.stats["compute_cycles"] == want
+
+
+def test_embedding_on_a_4bit_array_and_its_traffic():
+    table = np.arange(5 * 6, dtype=np.int64).reshape(5, 6).astype(np.int8)
+    g = Graph()
+    e = g.embedding(g.index_input("tok"), table, name="emb")
+    g.output(e)
+    s = Session(compile_graph(g, hw(bits=4, decoder_formats=["int4"])))
+    r1, r2 = s.run({"tok": [4, 0]}), s.run({"tok": [1]})
+    np.testing.assert_array_equal(r1.outputs["emb:out"], table[[4, 0]])
+    assert r1.stats["offchip_read_bytes"] > 0 and r2.stats["offchip_read_bytes"] == 0  # resident
+    streamed = Session(compile_graph(g, hw(), placement="stream"))
+    assert streamed.run({"tok": [1, 2, 3]}).stats["offchip_read_bytes"] == 3 * 6
