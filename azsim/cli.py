@@ -17,6 +17,7 @@ _COMMAND_MODULES = (
     "azsim.cli_presets",  # presets
     "azsim.cli_layer",    # layer
     "asr.cli",            # transcribe, train, eval
+    "azsim.cli_score",  # score
 )
 
 

@@ -1,4 +1,13 @@
-"""Weight codecs: exact round trips, golden bytes, exact sizes, hostile streams."""
+"""Weight codecs: exact round trips, golden bytes, exact sizes, hostile streams.
+
+Run once under AddressSanitizer + UBSan (the libstdc++ preload lets ASan
+intercept C++ throws from inside the extension):
+  AZSIM_ASAN=1 python setup.py -q build_ext --inplace --force
+  LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so)" \
+    ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1 \
+    PYTHONPATH=. python -m pytest tests/test_formats.py -q
+then rebuild without AZSIM_ASAN.
+"""
 import math
 
 import numpy as np
@@ -266,8 +275,23 @@ def test_random_corruption_decodes_or_raises():
                 raised += 1
             else:
                 assert out.shape == (w.size,) and out.dtype == np.int8
+                assert compress.decode_cycles(bytes(buf), fmt, w.size, 2.0, 4.0) >= 0
                 decoded += 1
     assert raised > 0 and decoded > 0
+
+
+def test_random_garbage_decodes_or_raises():
+    rng = np.random.default_rng(12)
+    for fmt in FORMATS:
+        for _ in range(400):
+            buf = rng.integers(0, 256, int(rng.integers(0, 24))).astype(np.uint8).tobytes()
+            n = int(rng.integers(0, 40))
+            try:
+                out = compress.decode(buf, fmt, n)
+            except FormatError:
+                continue
+            assert out.shape == (n,)
+            compress.decode_cycles(buf, fmt, n, 1.0, 1.0)
 
 
 def test_inconsistent_streams():

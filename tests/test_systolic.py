@@ -108,7 +108,8 @@ int main() {
                   << gemm_dim_name(p.stream_dim) << " " << p.row_folds << " " << p.col_folds
                   << " " << p.stream_len << " " << p.fold_overhead_cycles << " "
                   << p.rows_used(p.row_folds - 1) << " " << p.cols_used(p.col_folds - 1) << " "
-                  << p.dense_cycles() << "\n";
+                  << p.dense_cycles() << " " << p.rows_used(p.row_folds) << " "
+                  << p.cols_used(p.col_folds) << "\n";
       } else if (cmd == "fold") {
         unsigned long long stream; std::cin >> stream;
         std::cout << make_fold_plan(m, k, n, r, c, parse_dataflow(df)).fold_cycles(stream) << "\n";
@@ -169,6 +170,7 @@ def test_fold_plan_mapping(driver, df, dims):
     assert int(f[8]) == col_ext - 16 * (int(f[4]) - 1)
     # folds back to back, each overhead + stream, minus SCALE-Sim's last-index offset
     assert int(f[9]) == int(f[3]) * int(f[4]) * (int(f[6]) + stream) - 1
+    assert f[10:] == ["0", "0"]  # fold index past the end uses no rows/columns
 
 
 def test_fold_cycles_linear_in_stream_length(driver):

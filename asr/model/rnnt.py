@@ -70,6 +70,12 @@ class RNNT(nn.Module):
                                  batch_first=True)
         self.pred_proj = nn.Linear(cfg.pred_dim, cfg.joint_dim)
         self.joint_out = nn.Linear(cfg.joint_dim, cfg.vocab_size)
+        # Forget-gate bias 1 (b_ih + b_hh): LSTMs start by remembering, which speeds up training.
+        for lstm in (self.encoder, self.pred_lstm):
+            for name, p in lstm.named_parameters():
+                if name.startswith("bias_"):
+                    with torch.no_grad():
+                        p[p.shape[0] // 4: p.shape[0] // 2].fill_(0.5)
 
     # --- normalization -------------------------------------------------------------------
     def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:

@@ -62,7 +62,7 @@ class TrainConfig:
     log_every: int = 50
     runs_dir: str = "runs"
     models_dir: str = "models"
-    cache_dir: str = "cache"
+    cache_dir: str = ""                # "": asr.data.corpus's default ($AZSIM_CACHE or <repo>/cache)
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "[train]") -> "TrainConfig":
@@ -418,7 +418,7 @@ def train_from_config(path: str | Path, resume: bool = True) -> Path:
     log(f"config {path} (name {cfg['name']}); command: {' '.join(sys.argv)}")
     torch.set_num_threads(train_cfg.threads)
     from asr.data import corpus
-    corpus_dir = corpus.build(cfg["data"], Path(train_cfg.cache_dir))
+    corpus_dir = corpus.build(cfg["data"], Path(train_cfg.cache_dir) if train_cfg.cache_dir else None)
     train_ex = to_examples(corpus.load_subset(corpus_dir, "train"))
     dev_ex = to_examples(corpus.load_subset(corpus_dir, "dev"))
     load_s = time.monotonic() - t0

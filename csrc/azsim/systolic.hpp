@@ -104,13 +104,16 @@ struct FoldPlan {
 
   // Rows / columns of the array a given fold actually uses (the last fold
   // along an axis may be partial; it still costs a full fold's cycles).
+  // A fold index past the last fold uses nothing (0), rather than wrapping.
   uint64_t rows_used(uint64_t row_fold) const {
-    uint64_t start = row_fold * rows;
-    return row_extent - start < rows ? row_extent - start : rows;
+    if (row_fold >= row_folds) return 0;
+    uint64_t left = row_extent - row_fold * rows;
+    return left < rows ? left : rows;
   }
   uint64_t cols_used(uint64_t col_fold) const {
-    uint64_t start = col_fold * cols;
-    return col_extent - start < cols ? col_extent - start : cols;
+    if (col_fold >= col_folds) return 0;
+    uint64_t left = col_extent - col_fold * cols;
+    return left < cols ? left : cols;
   }
 
   // Folds run back to back (SCALE-Sim loops `for fc: for fr:` and

@@ -5,6 +5,8 @@
 //         bit stream: n mask bits (1 = nonzero), then nnz values of
 //         value_bits two's-complement bits; last byte zero-padded.
 // Size  : 1 + varint(n) + ceil((n + nnz * value_bits) / 8) bytes.
+#include <cstring>
+
 #include "azsim/formats/bits.hpp"
 
 namespace azsim::formats {
@@ -38,16 +40,18 @@ class Bitmask final : public Codec {
     check_count(h, n, kName);
     if (uint64_t{c.remaining()} * 8 < n) fail(kName, "truncated inside the presence mask");
     BitReader br(data + c.pos(), c.remaining(), kName);
-    uint64_t nnz = br.get_mask(out, n);  // provisional: 1 marks a nonzero slot
+    std::vector<uint32_t> mask;
+    uint64_t nnz = br.get_mask_words(mask, n);
     // The popcount fixes how many values must follow; any other size is a
     // truncated or padded stream.
     check_payload_size(c, uint64_t{n} + nnz * h.value_bits, kName);
-    for (size_t i = 0; i < n; ++i) {
-      if (!out[i]) continue;
-      int v = br.get_signed(h.value_bits);
+    if (n) std::memset(out, 0, n);
+    const int vb = h.value_bits;
+    for_each_set(mask, [&](size_t i) {
+      int v = br.get_signed(vb);
       if (v == 0) fail(kName, "a mask bit marks weight " + std::to_string(i) + " nonzero but its value is 0");
       out[i] = static_cast<int8_t>(v);
-    }
+    });
     br.check_padding();
   }
 

@@ -151,6 +151,34 @@ inline void check_payload_size(const ByteCursor& c, uint64_t bits, const char* f
                   std::to_string(need) + (c.remaining() < need ? " (truncated)" : " (trailing bytes)"));
 }
 
+inline int popcount32(uint32_t m) {
+#if defined(__GNUC__) || defined(__clang__)
+  return __builtin_popcount(m);
+#else
+  int c = 0;
+  for (; m; m &= m - 1) ++c;
+  return c;
+#endif
+}
+
+inline int ctz32(uint32_t m) {  // m != 0
+#if defined(__GNUC__) || defined(__clang__)
+  return __builtin_ctz(m);
+#else
+  int c = 0;
+  while (!(m & 1)) { m >>= 1; ++c; }
+  return c;
+#endif
+}
+
+// Calls f(i) for every set bit i of a mask read by BitReader::get_mask_words,
+// in increasing order.
+template <class F>
+void for_each_set(const std::vector<uint32_t>& words, F&& f) {
+  for (size_t k = 0; k < words.size(); ++k)
+    for (uint32_t m = words[k]; m; m &= m - 1) f(k * 32 + static_cast<size_t>(ctz32(m)));
+}
+
 class BitWriter {
  public:
   explicit BitWriter(std::vector<uint8_t>& out) : out_(out) {}
@@ -219,18 +247,15 @@ class BitReader {
     uint32_t sign = 1u << (bits - 1);
     return static_cast<int>(v ^ sign) - static_cast<int>(sign);
   }
-  // Reads n presence bits into out (1 = nonzero slot); returns their count.
-  uint64_t get_mask(int8_t* out, size_t n) {
+  // Reads n presence bits as 32-bit words (the last one partial); returns
+  // the number of ones.
+  uint64_t get_mask_words(std::vector<uint32_t>& words, size_t n) {
+    words.assign((n + 31) / 32, 0);
     uint64_t count = 0;
-    size_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-      uint32_t m = get(32);
-      for (int j = 0; j < 32; ++j) out[i + j] = static_cast<int8_t>((m >> j) & 1);
-      count += static_cast<uint64_t>(__builtin_popcount(m));
-    }
-    for (; i < n; ++i) {
-      out[i] = static_cast<int8_t>(get(1));
-      count += static_cast<uint64_t>(out[i]);
+    size_t i = 0, k = 0;
+    for (; i < n; i += 32, ++k) {
+      words[k] = get(n - i >= 32 ? 32 : static_cast<int>(n - i));
+      count += static_cast<uint64_t>(popcount32(words[k]));
     }
     return count;
   }

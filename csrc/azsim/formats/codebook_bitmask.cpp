@@ -8,6 +8,8 @@
 //         indices of log2(k) bits; last byte zero-padded.
 // Size  : 1 + varint(n) + varint(m)
 //         + ceil((m * value_bits + n + nnz * log2 k) / 8) bytes.
+#include <cstring>
+
 #include "azsim/formats/bits.hpp"
 
 namespace azsim::formats {
@@ -58,16 +60,17 @@ class CodebookBitmask final : public Codec {
       table[j] = static_cast<int8_t>(br.get_signed(vb));
       if (table[j] == 0) fail(kName, "table entry " + std::to_string(j) + " is 0 (zeros live in the mask)");
     }
-    uint64_t nnz = br.get_mask(out, n);  // provisional: 1 marks a nonzero slot
+    std::vector<uint32_t> mask;
+    uint64_t nnz = br.get_mask_words(mask, n);
     check_payload_size(c, m * vb + n + nnz * ib, kName);
-    for (size_t i = 0; i < n; ++i) {
-      if (!out[i]) continue;
+    if (n) std::memset(out, 0, n);
+    for_each_set(mask, [&](size_t i) {
       uint32_t idx = br.get(ib);
       if (idx >= m)
         fail(kName, "weight " + std::to_string(i) + " has index " + std::to_string(idx) +
                         " but the table holds " + std::to_string(m) + " entries");
       out[i] = table[idx];
-    }
+    });
     br.check_padding();
   }
 

@@ -1,0 +1,223 @@
+"""Compression recipes: a TOML file naming method, bits, sparsity and weight format per layer.
+
+    name = "int8-sparse50"
+    description = "..."
+    method = "ptq"            # post-training quantization (the only method built so far)
+    bits = 8                  # 4 or 8: weight width of every layer unless a layer says otherwise
+    sparsity = 0.5            # fraction of weights pruned by magnitude before quantizing, [0, 1)
+    pattern = "unstructured"  # or "N:M" (keep the N largest of every M consecutive inputs)
+    levels = 0                # 0, or a power of two in [2, 256]: at most this many distinct
+                              #   integer values per tensor (k-means), for the codebook formats
+    format = "auto"           # a weight format of azsim.compress, or "auto": the smallest
+                              #   lossless format for each tensor among the chip's decoder formats
+
+    [calibration]             # activation scales, measured on the float model
+    subset = "dev"            # corpus subset the utterances come from
+    utterances = 32
+    statistic = "percentile"  # or "max" (of |x|)
+    percentile = 99.99
+
+    [layers."encoder.l0"]     # per-layer overrides of bits / sparsity / pattern / levels / format
+    sparsity = 0.3
+
+Layer names: encoder.l<k>, enc_proj, pred.l<k>, pred_proj, joint_out. The embedding table
+is always int8 dense (the chip's embedding op reads int8 rows) and takes no overrides.
+
+Everything is validated once, here: ConfigError names the file, the field and what is allowed.
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from azsim.compress import FORMATS
+from azsim.errors import ConfigError
+
+METHODS = ("ptq",)
+PLANNED_METHODS = ("qat", "reg-qat", "distill")   # in issue 4, not built yet
+STATISTICS = ("max", "percentile")
+LAYER_FIELDS = ("bits", "sparsity", "pattern", "levels", "format")
+TOP_FIELDS = ("name", "description", "method", "calibration", "layers") + LAYER_FIELDS
+CALIBRATION_FIELDS = ("subset", "utterances", "statistic", "percentile", "seed")
+_LAYER_RE = re.compile(r"^(encoder\.l\d+|pred\.l\d+|enc_proj|pred_proj|joint_out)$")
+LAYER_NAMES_HINT = "encoder.l<k>, enc_proj, pred.l<k>, pred_proj, joint_out"
+
+
+@dataclass(frozen=True)
+class LayerRecipe:
+    bits: int = 8
+    sparsity: float = 0.0
+    pattern: str = "unstructured"
+    levels: int = 0
+    format: str = "auto"
+
+    @property
+    def nm(self) -> tuple[int, int] | None:
+        """(N, M) for an N:M pattern, None for unstructured."""
+        if self.pattern == "unstructured":
+            return None
+        n, m = self.pattern.split(":")
+        return int(n), int(m)
+
+    def to_dict(self) -> dict:
+        return {"bits": self.bits, "sparsity": self.sparsity, "pattern": self.pattern,
+                "levels": self.levels, "format": self.format}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    subset: str = "dev"
+    utterances: int = 32
+    statistic: str = "percentile"
+    percentile: float = 99.99
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str = ""
+    method: str = "ptq"
+    default: LayerRecipe = LayerRecipe()
+    layers: dict = field(default_factory=dict)   # layer name -> LayerRecipe (full, merged)
+    calibration: Calibration = Calibration()
+    source: str = "<memory>"
+
+    def layer(self, name: str) -> LayerRecipe:
+        return self.layers.get(name, self.default)
+
+    def check_layers(self, layer_names) -> None:
+        """Every overridden layer must exist in the model (called once the model is known)."""
+        known = set(layer_names)
+        for name in self.layers:
+            if name not in known:
+                raise ConfigError(f"{self.source}: [layers.\"{name}\"]: no such layer in this model "
+                                  f"(layers: {', '.join(sorted(known))})")
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "description": self.description, "method": self.method,
+                "default": self.default.to_dict(),
+                "layers": {k: v.to_dict() for k, v in self.layers.items()},
+                "calibration": vars(self.calibration).copy(), "source": self.source}
+
+
+def _err(src: str, fld: str, msg: str) -> ConfigError:
+    return ConfigError(f"{src}: {fld}: {msg}")
+
+
+def _int(src, fld, v, lo, hi) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise _err(src, fld, f"{v!r} (allowed: an integer in [{lo}, {hi}])")
+    return v
+
+
+def _layer(src: str, where: str, d: dict, base: LayerRecipe) -> LayerRecipe:
+    vals = base.to_dict()
+    for key, v in d.items():
+        fld = f"{where}{key}"
+        if key == "bits":
+            if isinstance(v, bool) or v not in (4, 8):
+                raise _err(src, fld, f"{v!r} (allowed: 4 or 8)")
+        elif key == "sparsity":
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) < 1.0:
+                raise _err(src, fld, f"{v!r} (allowed: a number in [0, 1))")
+            v = float(v)
+        elif key == "pattern":
+            m = re.fullmatch(r"(\d+):(\d+)", v) if isinstance(v, str) else None
+            if v != "unstructured" and not (m and 0 < int(m[1]) < int(m[2]) <= 64):
+                raise _err(src, fld, f"{v!r} (allowed: \"unstructured\" or \"N:M\" with "
+                                     "0 < N < M <= 64, e.g. \"2:4\")")
+        elif key == "levels":
+            v = _int(src, fld, v, 0, 256)
+            if v and (v < 2 or v & (v - 1)):
+                raise _err(src, fld, f"{v} (allowed: 0 for none, or a power of two in [2, 256])")
+        elif key == "format":
+            if v != "auto" and v not in FORMATS:
+                raise _err(src, fld, f"{v!r} (allowed: auto, {', '.join(FORMATS)})")
+        else:
+            raise _err(src, fld, f"unknown field (allowed: {', '.join(LAYER_FIELDS)})")
+        vals[key] = v
+    lr = LayerRecipe(**vals)
+    # Combinations the formats cannot hold: say so now rather than at compile time.
+    loc = where.rstrip(".") or "top level"
+    if lr.nm is not None and lr.sparsity:
+        raise _err(src, f"{where}sparsity", f"{lr.sparsity} given with pattern {lr.pattern!r}; an N:M "
+                                            "pattern sets the sparsity (1 - N/M) itself: use one of them")
+    if lr.format == "int4" and lr.bits != 4:
+        raise _err(src, f"{where}format", f"'int4' holds 4-bit weights only, but bits = {lr.bits} ({loc})")
+    if lr.format in ("codebook", "codebook-bitmask") and lr.levels == 0:
+        raise _err(src, f"{where}format", f"{lr.format!r} needs levels (at most 2**k distinct values; "
+                                          f"e.g. levels = 16) ({loc})")
+    return lr
+
+
+def from_dict(data: dict, source: str = "<memory>") -> Recipe:
+    src = source
+    unknown = sorted(set(data) - set(TOP_FIELDS))
+    if unknown:
+        raise _err(src, unknown[0], f"unknown field (allowed: {', '.join(TOP_FIELDS)})")
+    name = data.get("name", Path(source).stem)
+    if not isinstance(name, str) or not name:
+        raise _err(src, "name", f"{name!r} (allowed: a non-empty string)")
+    method = data.get("method", "ptq")
+    if method in PLANNED_METHODS:
+        raise _err(src, "method", f"{method!r} is not implemented yet (allowed: {', '.join(METHODS)})")
+    if method not in METHODS:
+        raise _err(src, "method", f"{method!r} (allowed: {', '.join(METHODS)})")
+    default = _layer(src, "", {k: data[k] for k in LAYER_FIELDS if k in data}, LayerRecipe())
+
+    cal = data.get("calibration", {})
+    if not isinstance(cal, dict):
+        raise _err(src, "calibration", "must be a table [calibration]")
+    for key in cal:
+        if key not in CALIBRATION_FIELDS:
+            raise _err(src, f"calibration.{key}", f"unknown field (allowed: {', '.join(CALIBRATION_FIELDS)})")
+    c = Calibration()
+    if "subset" in cal:
+        if cal["subset"] not in ("train", "dev"):
+            raise _err(src, "calibration.subset", f"{cal['subset']!r} (allowed: train, dev; never a test subset)")
+        c = replace(c, subset=cal["subset"])
+    if "utterances" in cal:
+        c = replace(c, utterances=_int(src, "calibration.utterances", cal["utterances"], 1, 10000))
+    if "statistic" in cal:
+        if cal["statistic"] not in STATISTICS:
+            raise _err(src, "calibration.statistic", f"{cal['statistic']!r} (allowed: {', '.join(STATISTICS)})")
+        c = replace(c, statistic=cal["statistic"])
+    if "percentile" in cal:
+        p = cal["percentile"]
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 50.0 <= p <= 100.0:
+            raise _err(src, "calibration.percentile", f"{p!r} (allowed: a number in [50, 100])")
+        c = replace(c, percentile=float(p))
+    if "seed" in cal:
+        c = replace(c, seed=_int(src, "calibration.seed", cal["seed"], 0, 2**31 - 1))
+
+    layers = {}
+    lay = data.get("layers", {})
+    if not isinstance(lay, dict):
+        raise _err(src, "layers", "must be tables [layers.\"<name>\"]")
+    for lname, ld in lay.items():
+        if lname == "embed":
+            raise _err(src, "layers.embed", "the embedding table is always int8 dense (the chip's "
+                                            f"embedding op); allowed layers: {LAYER_NAMES_HINT}")
+        if not _LAYER_RE.match(lname):
+            raise _err(src, f"layers.{lname}", f"unknown layer (allowed: {LAYER_NAMES_HINT})")
+        if not isinstance(ld, dict):
+            raise _err(src, f"layers.{lname}", "must be a table")
+        layers[lname] = _layer(src, f"layers.{lname}.", ld, default)
+    return Recipe(name=name, description=str(data.get("description", "")), method=method,
+                  default=default, layers=layers, calibration=c, source=src)
+
+
+def load(path) -> Recipe:
+    """Read and validate a recipe TOML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: recipe file not found")
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML ({err})") from None
+    return from_dict(data, str(path))
