@@ -83,6 +83,9 @@ struct Op {
   int64_t ma = 0, mb = 0;
   int sh = 1;
   std::vector<int16_t> table, table2;
+  // 513-entry int16-input tables expanded to all 65536 inputs at compile time
+  // (interpolation is a pure function of the input, so this is exact).
+  std::vector<int16_t> full, full2;
   int64_t h_mult = 0;
   int h_shift = 1;
   int64_t hidden = 0;
