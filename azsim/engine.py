@@ -1,15 +1,22 @@
 """Run a compiled program on the native engine: exact outputs plus counters.
 
-    prog = azsim.compile.compile(graph, hw)
+    g = azsim.graph.Graph()
+    with g.group("enc"):                       # optional: groups run separately
+        x = g.input("x", 240)
+        y = g.matmul(x, w, mult=m, shift=s, name="fc")   # output tensor "fc:out"
+    g.output(y)
+    prog = azsim.compile.compile(g, azsim.hw.load("default"))
     sess = Session(prog)
-    res = sess.run({"x": x}, arrival_cycle=None)
+    res = sess.run({"x": x_int8}, arrival_cycle=None, group="enc")
     res.outputs["fc:out"], res.stats.to_dict(), res.start_cycle, res.end_cycle
 
 The Session keeps the chip clock: a call starts at max(arrival_cycle, the
 cycle the chip became free), so a caller feeding frames as they arrive gets
-a per-frame timeline (queueing included) from start_cycle / end_cycle.
-Resident weights are fetched from off-chip memory on their first use in a
-Session only.
+a per-frame timeline (queueing included) from start_cycle / end_cycle; all
+groups of one program share that clock, the weight SRAM placement and the
+loaded weights. Resident weights are fetched from off-chip memory on their
+first use in a Session only. Energy counts busy cycles only (leakage while
+idle between calls is the caller's to add: leakage_mw x idle time).
 """
 from __future__ import annotations
 
