@@ -245,9 +245,11 @@ class Graph:
         n = np.size(mult)
         if n not in (1, x.cols):
             raise _err(name, "mult", f"expected 1 or {x.cols} values")
+        if np.size(shift) not in (1, n):
+            raise _err(name, "shift", f"expected 1 or {n} values (as many as mult)")
         p = {"mult": _int_array(name, "mult", np.ravel(mult), n, 0, 2**31 - 1, np.int32),
-             "shift": _int_array(name, "shift", np.ravel(shift) if np.size(shift) == n
-                                 else np.full(n, np.ravel(shift)[0]), n, 1, 62, np.int32),
+             "shift": _int_array(name, "shift", np.broadcast_to(np.ravel(shift), (n,)), n, 1, 62,
+                                 np.int32),
              "out_dtype": self._dtype(name, "out_dtype", out_dtype, ("int8", "int16"))}
         y = self._new(name + ":out", out_dtype, x.cols)
         self._add(Op("requant", name, [x.name], [y.name], p))
