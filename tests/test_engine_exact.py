@@ -335,3 +335,26 @@ def test_portable_kernels_match_reference():
     env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(here), here, env.get("PYTHONPATH", "")])
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_graph_errors_name_op_and_field():
+    from azsim.errors import ModelError
+    g = Graph()
+    x = g.input("x", 4)
+    x16 = g.input("x16", 4, "int16")
+    cases = [
+        (lambda: g.matmul(x, np.ones((2, 5), np.int8), mult=1, shift=1, name="a"), "'a': weight: K = 5"),
+        (lambda: g.matmul(x16, np.ones((2, 4), np.int8), mult=1, shift=1, name="b"), "'b': x"),
+        (lambda: g.matmul(x, np.ones((2, 4), np.int8), name="c"), "'c': mult"),
+        (lambda: g.matmul(x, np.ones((2, 4), np.int8), mult=1, shift=63, name="d"),
+         r"'d': shift: values must lie in \[1, 62\]"),
+        (lambda: g.matmul(x, np.ones((2, 4), np.int8), mult=2**31, shift=1, name="e"), "'e': mult"),
+        (lambda: g.add(x, g.input("y", 5), a_mult=1, b_mult=1, shift=1, name="f"), "'f': b"),
+        (lambda: g.lut(x, np.zeros(10, np.int8), name="h"), "'h': table"),
+        (lambda: g.requant(x, mult=[1, 2], shift=1, name="i"), "'i': mult"),
+        (lambda: g.input("x", 4), "used twice"),
+        (lambda: g.input("z", 0), "cols"),
+    ]
+    for fn, msg in cases:
+        with pytest.raises(ModelError, match=msg):
+            fn()
