@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "azsim.cli_layer",    # layer
     "asr.cli",            # transcribe, train, eval
     "azsim.cli_score",  # score
+    "azsim.cli_workflows",  # sweep, pareto, fit, report, compare
 )
 
 

@@ -96,7 +96,7 @@ def score(model=None, recipe=None, preset="default", subset="test_clean", limit=
 
     from asr.data import corpus as corpus_mod
     from asr.features import stack_frames
-    from asr.metrics import error_rates
+    from asr.metrics import digit_accuracy, error_rates
     from asr.stream import decode_features, make_search
     from azsim.errors import ConfigError
 
@@ -118,10 +118,13 @@ def score(model=None, recipe=None, preset="default", subset="test_clean", limit=
     warm_bytes = _warm_up(cm)
     setup_s = time.perf_counter() - t_setup
 
+    # A quantized model file carries its own recipe; the --recipe given is not applied to it.
+    rec_name = rec.name if fm is not None else qm.meta.get("recipe", {}).get("name", "?")
+    rec_file = rec.source if fm is not None else qm.meta.get("recipe", {}).get("source", "?")
     leak_mw = float(cm.programs["encoder"].hw["leakage_mw"])
     refs, hyps, float_hyps, rows = [], [], [], []
     host_s = 0.0
-    for utt in tqdm(utts, desc=f"score {rec.name}", unit="utt", file=sys.stderr,
+    for utt in tqdm(utts, desc=f"score {rec_name}", unit="utt", file=sys.stderr,
                     disable=not progress, leave=False):
         x = stack_frames(np.asarray(utt.feats, np.float32))
         t0 = time.perf_counter()
@@ -154,7 +157,7 @@ def score(model=None, recipe=None, preset="default", subset="test_clean", limit=
     n_params = qm.n_params()
     report = {
         "model": str(model if model is not None else DEFAULT_MODEL),
-        "recipe": rec.name, "recipe_file": rec.source, "preset": hwcfg.name, "subset": subset,
+        "recipe": rec_name, "recipe_file": rec_file, "quantized_here": fm is not None, "preset": hwcfg.name, "subset": subset,
         "corpus": str(corpus_dir), "n": len(rows), "beam": beam, "limit": limit,
         "wer": er["wer"], "cer": er["cer"], "word_errors": er["word_errors"],
         "ref_words": er["ref_words"],
@@ -191,6 +194,8 @@ def score(model=None, recipe=None, preset="default", subset="test_clean", limit=
         "sim_speed_x": audio_s / host_s if host_s > 0 else None,
         "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:3]],
     }
+    if subset == "test_fsdd":
+        report["digit_accuracy"] = digit_accuracy(refs, hyps)
     if compare_float and fm is not None:
         fe = error_rates(refs, float_hyps)
         report["float_wer"] = fe["wer"]

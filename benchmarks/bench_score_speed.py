@@ -1,0 +1,66 @@
+"""Simulation speed of `azsim score`: seconds of audio simulated per second of host time.
+
+Plain script:  PYTHONPATH=. python benchmarks/bench_score_speed.py [--model M] [--recipe R] [--limit N]
+Under pytest:  pytest benchmarks/bench_score_speed.py  (pytest-benchmark; the speed is in
+               extra_info["sim_speed_x"]; the goal is >= 20x real time on one core)
+
+What is timed: the per-utterance loop of azsim.workflows.score (frame-by-frame chip encoder,
+host beam search (beam 4) with the chip's joint and predictor, per-utterance counters) on
+the first N test_clean utterances of the built corpus. Model loading, PTQ calibration and
+compilation are setup, not timed. Needs the shipped model and its corpus; skips without them.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = REPO / "models" / "shipped" / "model.npz"
+RECIPE = REPO / "recipes" / "int8.toml"
+GOAL_X = 20.0
+
+
+def _corpus():
+    for d in sorted((REPO / "cache").glob("corpus-*")):
+        if (d / "complete.json").exists() and (d / "test_clean.jsonl").exists():
+            return d
+    return None
+
+
+def run(model=MODEL, recipe=RECIPE, limit=40, beam=4) -> dict:
+    from azsim.workflows.score import score
+    return score(model=model, recipe=recipe, limit=limit, beam=beam, corpus=_corpus(), progress=False)
+
+
+@pytest.mark.skipif(not MODEL.exists() or _corpus() is None,
+                    reason="needs models/shipped/model.npz and its built corpus in cache/")
+def test_score_speed(benchmark):
+    limit = int(os.environ.get("AZSIM_BENCH_UTTS", "40"))
+    r = benchmark.pedantic(run, kwargs={"limit": limit}, rounds=1, iterations=1)
+    benchmark.extra_info.update({"sim_speed_x": r["sim_speed_x"], "audio_s": r["audio_s"],
+                                 "host_s": r["host_s"], "utterances": r["n"], "beam": r["beam"],
+                                 "recipe": r["recipe"], "goal_x": GOAL_X})
+    print(f"\nazsim score: {r['audio_s']:.1f} s of audio in {r['host_s']:.2f} s of host time = "
+          f"{r['sim_speed_x']:.1f}x real time (goal >= {GOAL_X:.0f}x)")
+    assert r["sim_speed_x"] > 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=str(MODEL))
+    ap.add_argument("--recipe", default=str(RECIPE))
+    ap.add_argument("--limit", type=int, default=40)
+    ap.add_argument("--beam", type=int, default=4)
+    a = ap.parse_args(argv)
+    r = run(a.model, a.recipe, a.limit, a.beam)
+    print(f"{r['n']} utterances, {r['audio_s']:.1f} s of audio in {r['host_s']:.2f} s of host time: "
+          f"{r['sim_speed_x']:.1f}x real time (goal >= {GOAL_X:.0f}x); WER {100 * r['wer']:.2f} %")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
