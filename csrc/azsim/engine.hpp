@@ -19,6 +19,10 @@
 //   (decoding is what turns the stored stream into array operands).
 // * No prefetch across ops: each op's pipeline starts empty, which is what a
 //   simple in-order NPU sequencer does.
+// * Activations live in activation SRAM and never spill (compile checks that
+//   one op's inputs and outputs fit), so off-chip writes stay 0 here.
+// * A Session is not thread-safe; distinct Sessions may run in parallel
+//   threads (the binding releases the GIL while simulating).
 #pragma once
 
 #include <cstdint>
