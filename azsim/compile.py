@@ -87,8 +87,9 @@ class Program:
     """A compiled graph: the native program plus what Sessions and reports need."""
 
     def __init__(self, graph: Graph, hw: dict, native, tensor_ids: dict, weights: list,
-                 op_weights: dict, tile_budget_bytes: int):
+                 op_weights: dict, tile_budget_bytes: int, stream_buffer_bytes: int = 0):
         self.graph = graph
+        self.stream_buffer_bytes = stream_buffer_bytes   # double buffer reserved in weight SRAM
         self.hw = hw
         self.native = native
         self.tensor_ids = tensor_ids
@@ -99,6 +100,20 @@ class Program:
         self.op_kinds = [op.kind for op in graph.ops]
         self.inputs = list(graph.inputs)
         self.outputs = list(graph.outputs)
+        # group name -> (op indices, input tensors it reads, outputs it produces)
+        self.groups: dict[str, tuple[list[int], list, list[str]]] = {}
+        for name in graph.groups:
+            ids = [i for i, op in enumerate(graph.ops) if op.group == name]
+            self.groups[name] = self._group_io(ids)
+        self.groups[None] = (list(range(len(graph.ops))), list(graph.inputs), list(graph.outputs))
+
+    def _group_io(self, ids):
+        ops = [self.graph.ops[i] for i in ids]
+        read = {n for op in ops for n in op.inputs}
+        made = {n for op in ops for n in op.outputs}
+        ins = [t for t in self.graph.inputs if t.name in read]
+        outs = [n for n in self.graph.outputs if n in made]
+        return ids, ins, outs
 
     @property
     def weight_bytes(self) -> int:
@@ -112,6 +127,18 @@ class Program:
     @property
     def streamed_bytes(self) -> int:
         return sum(w.bytes for w in self.weights if not w.resident)
+
+    @property
+    def weight_sram_used_bytes(self) -> int:
+        """Resident weights plus the streaming double buffer."""
+        return self.resident_bytes + self.stream_buffer_bytes
+
+    def peak_act_bytes(self, rows: int = 1) -> int:
+        """Largest inputs + outputs of one op for `rows` rows (activation SRAM high-water mark)."""
+        size = {"int8": 1, "int16": 2, "int32": 4}
+        t = self.graph.tensors
+        return max((rows * sum(t[n].cols * size[t[n].dtype] for n in op.inputs + op.outputs)
+                    for op in self.graph.ops), default=0)
 
     def decoded_weight(self, w: WeightInfo) -> np.ndarray:
         """What the array computes with (decoded from the compressed tiles)."""
@@ -148,6 +175,11 @@ def compile(graph: Graph, hw, *, placement: str = "greedy",
         bits, fmt = p["bits"], p["format"]
         if fmt not in codecs:
             raise ConfigError(f"op '{op.name}': format: '{fmt}' (allowed: {', '.join(sorted(codecs))})")
+        if op.kind == "embed":
+            # Table rows are copied, not multiplied or decoded: no array or
+            # decoder constraint applies.
+            weight_specs.append((op, op.name, p["table"], bits, fmt, p["codebook_k"]))
+            continue
         if fmt not in allowed_formats:
             raise ConfigError(f"op '{op.name}': format '{fmt}' is not supported by this chip's "
                               f"decoder: decoder_formats = {allowed_formats}")
@@ -159,8 +191,7 @@ def compile(graph: Graph, hw, *, placement: str = "greedy",
             weight_specs.append((op, op.name + ".wx", p["wx"], bits, fmt, p["codebook_k"]))
             weight_specs.append((op, op.name + ".wh", p["wh"], bits, fmt, p["codebook_k"]))
         else:
-            arr = p["table"] if op.kind == "embed" else p["weight"]
-            weight_specs.append((op, op.name, arr, bits, fmt, p["codebook_k"]))
+            weight_specs.append((op, op.name, p["weight"], bits, fmt, p["codebook_k"]))
 
     # Minimum tile: one fold of the array. Two of them must fit (double buffer).
     for op, wname, arr, bits, fmt, _ in weight_specs:
@@ -250,4 +281,4 @@ def compile(graph: Graph, hw, *, placement: str = "greedy",
             raise ModelError(f"op '{op.name}': unknown kind {op.kind}")
         native.add_op(op.kind, op.name, ins, outs, prm)
 
-    return Program(graph, cfg, native, tensor_ids, infos, op_weights, budget)
+    return Program(graph, cfg, native, tensor_ids, infos, op_weights, budget, reserve)

@@ -1,15 +1,22 @@
 """Run a compiled program on the native engine: exact outputs plus counters.
 
-    prog = azsim.compile.compile(graph, hw)
+    g = azsim.graph.Graph()
+    with g.group("enc"):                       # optional: groups run separately
+        x = g.input("x", 240)
+        y = g.matmul(x, w, mult=m, shift=s, name="fc")   # output tensor "fc:out"
+    g.output(y)
+    prog = azsim.compile.compile(g, azsim.hw.load("default"))
     sess = Session(prog)
-    res = sess.run({"x": x}, arrival_cycle=None)
+    res = sess.run({"x": x_int8}, arrival_cycle=None, group="enc")
     res.outputs["fc:out"], res.stats.to_dict(), res.start_cycle, res.end_cycle
 
 The Session keeps the chip clock: a call starts at max(arrival_cycle, the
 cycle the chip became free), so a caller feeding frames as they arrive gets
-a per-frame timeline (queueing included) from start_cycle / end_cycle.
-Resident weights are fetched from off-chip memory on their first use in a
-Session only.
+a per-frame timeline (queueing included) from start_cycle / end_cycle; all
+groups of one program share that clock, the weight SRAM placement and the
+loaded weights. Resident weights are fetched from off-chip memory on their
+first use in a Session only. Energy counts busy cycles only (leakage while
+idle between calls is the caller's to add: leakage_mw x idle time).
 """
 from __future__ import annotations
 
@@ -40,7 +47,9 @@ class Stats:
     stall_memory_cycles, stall_decoder_cycles, stall_compute_cycles (DMA
     backpressure, not part of cycles), vector_cycles, offchip_read_bytes,
     offchip_write_bytes, weight_sram_read_bytes, weight_sram_write_bytes,
-    act_sram_read_bytes, act_sram_write_bytes, weight_bytes, decoded_bytes,
+    act_sram_read_bytes, act_sram_write_bytes, weight_bytes (compressed bytes of
+    the weights an op used, per call: a sum over calls counts them per call;
+    the footprint is Program.weight_bytes), decoded_bytes,
     macs, macs_executed, macs_skipped, macs_gated, vector_ops,
     energy_<component>_pj for offchip, sram, mac, decoder, vector, leakage,
     and energy_total_pj.
@@ -106,15 +115,16 @@ class Stats:
 
 class RunResult:
     """outputs: {tensor name: array (rows, cols)}; stats: Stats of this call."""
-    __slots__ = ("outputs", "_counters", "_prog", "start_cycle", "end_cycle", "_stats")
+    __slots__ = ("outputs", "_counters", "_prog", "start_cycle", "end_cycle", "_stats", "_names")
 
     def __init__(self, outputs, counters, prog, start_cycle, end_cycle):
         self.outputs = outputs
         self._counters = counters
         self._prog = prog
-        self.start_cycle = int(start_cycle)
-        self.end_cycle = int(end_cycle)
+        self.start_cycle = start_cycle
+        self.end_cycle = end_cycle
         self._stats = None
+        self._names = (prog.op_names, prog.op_kinds)
 
     @property
     def cycles(self) -> int:
@@ -128,9 +138,16 @@ class RunResult:
     @property
     def stats(self) -> Stats:
         if self._stats is None:
-            p = self._prog
-            self._stats = Stats(p.op_names, p.op_kinds, self._counters, p.hw["clock_hz"])
+            names, kinds = self._names
+            self._stats = Stats(names, kinds, self._counters, self._prog.hw["clock_hz"])
         return self._stats
+
+
+def _as_slice(ids):
+    """A slice when the op ids are consecutive (cheap accumulation), else the list."""
+    if ids and list(ids) == list(range(ids[0], ids[-1] + 1)):
+        return slice(ids[0], ids[-1] + 1)
+    return list(ids)
 
 
 class Session:
@@ -141,15 +158,14 @@ class Session:
 
         self.program = program
         self._native = _native.EngineSession(program.native)
-        self._in_specs = []
-        for t in program.inputs:
-            self._in_specs.append((t.name, program.tensor_ids[t.name], t.cols, t.dtype,
-                                   np.dtype(t.dtype), t.kind == "index"))
-        self._out_ids = [program.tensor_ids[n] for n in program.outputs]
-        self._out_names = list(program.outputs)
-        self._ids = [s[1] for s in self._in_specs]
-        self._cols = [s[2] for s in self._in_specs]
-        self._dts = [s[3] for s in self._in_specs]
+        self._plans = {}
+        for group, (op_ids, ins, outs) in program.groups.items():
+            specs = [(t.name, t.cols, t.dtype, np.dtype(t.dtype), t.kind == "index") for t in ins]
+            self._plans[group] = (
+                specs, [program.tensor_ids[t.name] for t in ins], [t.cols for t in ins],
+                [t.dtype for t in ins], [program.tensor_ids[n] for n in outs], list(outs),
+                list(op_ids), _as_slice(op_ids),
+                ([program.op_names[i] for i in op_ids], [program.op_kinds[i] for i in op_ids]))
         self.keep_timeline = keep_timeline
         self.timeline: list[tuple[int, int]] = []
         self._total = None
@@ -160,50 +176,70 @@ class Session:
         """The cycle at which the chip finishes its last call."""
         return int(self._native.free_cycle)
 
-    def run(self, inputs: dict, arrival_cycle: int | None = None) -> RunResult:
-        """Run every op once. inputs: {input name: array}; int8/int16/int32 arrays of
-        shape (rows, cols) or (cols,) for one row; index inputs: 1-D int indices."""
+    def run(self, inputs: dict, arrival_cycle: int | None = None,
+            group: str | None = None) -> RunResult:
+        """Run the ops of `group` (default: every op of the graph) once.
+
+        inputs: {input name: array} for the inputs those ops read; int8/int16
+        arrays of shape (rows, cols) or (cols,) for one row; index inputs: 1-D
+        integer indices. The call starts at max(arrival_cycle, free_cycle);
+        arrival_cycle=None means "as soon as the chip is free".
+        """
+        try:
+            specs, ids, cols, dts, out_ids, out_names, op_ids, op_slice, names = \
+                self._plans[group]
+        except KeyError:
+            raise ModelError(f"run: unknown group {group!r} (groups: "
+                             f"{', '.join(g for g in self._plans if g is not None)})") from None
         arrays = []
-        for name, _tid, cols, dtype, npdt, is_index in self._in_specs:
+        for name, ncols, dtype, npdt, is_index in specs:
             try:
                 a = inputs[name]
             except KeyError:
                 raise ModelError(f"run: missing input '{name}'") from None
-            a = np.asarray(a)
             if is_index:
+                a = np.asarray(a)
                 if a.ndim > 1 or not np.issubdtype(a.dtype, np.integer):
                     raise ModelError(f"run: input '{name}': expected 1-D integer indices")
+                self._check_indices(name, a)
                 a = np.ascontiguousarray(a.reshape(-1, 1), dtype=np.int32)
             else:
+                if type(a) is not np.ndarray:
+                    a = np.asarray(a)
                 if a.dtype != npdt:
                     raise ModelError(f"run: input '{name}': dtype {a.dtype} (expected {dtype})")
                 if a.ndim == 1:
                     a = a.reshape(1, -1)
-                if a.ndim != 2 or a.shape[1] != cols:
-                    raise ModelError(f"run: input '{name}': shape {a.shape} "
-                                     f"(expected (rows, {cols}))")
+                shape = a.shape
+                if len(shape) != 2 or shape[1] != ncols or shape[0] < 1:
+                    raise ModelError(f"run: input '{name}': shape {shape} "
+                                     f"(expected (rows >= 1, {ncols}))")
                 if not a.flags.c_contiguous:
                     a = np.ascontiguousarray(a)
             arrays.append(a)
-        self._check_indices(arrays)
-        start = self.free_cycle if arrival_cycle is None else max(int(arrival_cycle), 0)
-        outs, counters, s0, s1 = self._native.run(self._ids, arrays, self._cols, self._dts,
-                                                  self._out_ids, start)
+        # The native side starts at max(start, the cycle the chip is free).
+        start = 0 if arrival_cycle is None else max(int(arrival_cycle), 0)
+        try:
+            outs, counters, s0, s1 = self._native.run(ids, arrays, cols, dts, out_ids, op_ids,
+                                                      start)
+        except (ValueError, IndexError) as err:
+            raise ModelError(f"run: {err}") from None
         self.calls += 1
-        self._total = counters.copy() if self._total is None else self._total + counters
+        if self._total is None:
+            self._total = np.zeros((len(self.program.op_names), counters.shape[1]))
+        self._total[op_slice] += counters
         if self.keep_timeline:
-            self.timeline.append((int(s0), int(s1)))
-        return RunResult(dict(zip(self._out_names, outs)), counters, self.program, s0, s1)
+            self.timeline.append((s0, s1))
+        res = RunResult(dict(zip(out_names, outs)), counters, self.program, s0, s1)
+        res._names = names
+        return res
 
-    def _check_indices(self, arrays):
-        for (name, _t, _c, _d, _n, is_index), a in zip(self._in_specs, arrays):
-            if not is_index:
-                continue
-            for op in self.program.graph.ops:
-                if op.kind == "embed" and op.inputs[0] == name:
-                    V = op.params["table"].shape[0]
-                    if a.size and (a.min() < 0 or a.max() >= V):
-                        raise ModelError(f"run: input '{name}': indices must lie in [0, {V})")
+    def _check_indices(self, name, a):
+        for op in self.program.graph.ops:
+            if op.kind == "embed" and op.inputs[0] == name:
+                V = op.params["table"].shape[0]
+                if a.size and (a.min() < 0 or a.max() >= V):
+                    raise ModelError(f"run: input '{name}': indices must lie in [0, {V})")
 
     def totals(self) -> Stats:
         """Stats summed over every call since creation (or reset())."""

@@ -7,6 +7,7 @@ The integer semantics of every op are those of azsim/reference.py.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +35,7 @@ class Op:
     inputs: list[str]
     outputs: list[str]
     params: dict = field(default_factory=dict)
+    group: str = "main"
 
 
 def _err(op: str, fld: str, msg: str) -> ModelError:
@@ -78,6 +80,33 @@ class Graph:
         self.outputs: list[str] = []
         self.ops: list[Op] = []
         self.tensors: dict[str, Tensor] = {}
+        self._group = "main"
+
+    @contextmanager
+    def group(self, name: str):
+        """Ops added inside `with g.group("enc"):` form a group that a Session can
+        run on its own (Session.run(..., group="enc")), sharing the chip's clock,
+        weight SRAM and loaded weights with the other groups of the graph."""
+        if not isinstance(name, str) or not name:
+            raise ModelError(f"graph '{self.name}': group name must be a non-empty string")
+        prev, self._group = self._group, name
+        try:
+            yield self
+        finally:
+            self._group = prev
+
+    @property
+    def groups(self) -> list[str]:
+        """Group names in order of first use."""
+        seen = []
+        for op in self.ops:
+            if op.group not in seen:
+                seen.append(op.group)
+        return seen
+
+    def _add(self, op: Op) -> None:
+        op.group = self._group
+        self.ops.append(op)
 
     # -- helpers --------------------------------------------------------
     def _new(self, name: str, dtype: str, cols: int, scale=None, kind="value") -> Tensor:
@@ -152,7 +181,7 @@ class Graph:
             p["mult"] = _int_array(name, "mult", mult, N, 0, 2**31 - 1, np.int32)
             p["shift"] = _int_array(name, "shift", shift, N, 1, 62, np.int32)
         y = self._new(name + ":out", out_dtype, N, out_scale)
-        self.ops.append(Op("matmul", name, [x.name], [y.name], p))
+        self._add(Op("matmul", name, [x.name], [y.name], p))
         return y
 
     def _vec_operand(self, name, fld, t, allowed=("int8", "int16")) -> Tensor:
@@ -163,7 +192,8 @@ class Graph:
 
     def add(self, a, b, *, a_mult: int, b_mult: int, shift: int, out_dtype: str = "int8",
             name: str | None = None) -> Tensor:
-        """clamp((a*a_mult + b*b_mult + 2**(shift-1)) >> shift); a, b int8/int16, same shape."""
+        """clamp((a*a_mult + b*b_mult + 2**(shift-1)) >> shift); a, b int8/int16 with the same
+        cols; a one-row operand is broadcast over the other's rows."""
         name = self._name(name, "add")
         a, b = self._vec_operand(name, "a", a), self._vec_operand(name, "b", b)
         if a.cols != b.cols:
@@ -173,12 +203,13 @@ class Graph:
              "shift": self._scalar(name, "shift", shift, 1, 62),
              "out_dtype": self._dtype(name, "out_dtype", out_dtype, ("int8", "int16"))}
         y = self._new(name + ":out", out_dtype, a.cols)
-        self.ops.append(Op("add", name, [a.name, b.name], [y.name], p))
+        self._add(Op("add", name, [a.name, b.name], [y.name], p))
         return y
 
     def mul(self, a, b, *, mult: int, shift: int, out_dtype: str = "int8",
             name: str | None = None) -> Tensor:
-        """clamp((a*b*mult + 2**(shift-1)) >> shift); a, b int8/int16, same shape."""
+        """clamp((a*b*mult + 2**(shift-1)) >> shift); a, b int8/int16, same cols (one-row
+        operands broadcast)."""
         name = self._name(name, "mul")
         a, b = self._vec_operand(name, "a", a), self._vec_operand(name, "b", b)
         if a.cols != b.cols:
@@ -187,7 +218,7 @@ class Graph:
              "shift": self._scalar(name, "shift", shift, 1, 62),
              "out_dtype": self._dtype(name, "out_dtype", out_dtype, ("int8", "int16"))}
         y = self._new(name + ":out", out_dtype, a.cols)
-        self.ops.append(Op("mul", name, [a.name, b.name], [y.name], p))
+        self._add(Op("mul", name, [a.name, b.name], [y.name], p))
         return y
 
     def lut(self, x, table, *, name: str | None = None) -> Tensor:
@@ -203,7 +234,7 @@ class Graph:
             raise _err(name, "table", f"expected {want} entries for an {x.dtype} input, "
                                       f"got shape {t.shape}")
         y = self._new(name + ":out", str(t.dtype), x.cols)
-        self.ops.append(Op("lut", name, [x.name], [y.name], {"table": t.copy()}))
+        self._add(Op("lut", name, [x.name], [y.name], {"table": t.copy()}))
         return y
 
     def requant(self, x, *, mult, shift, out_dtype: str = "int8",
@@ -214,12 +245,14 @@ class Graph:
         n = np.size(mult)
         if n not in (1, x.cols):
             raise _err(name, "mult", f"expected 1 or {x.cols} values")
+        if np.size(shift) not in (1, n):
+            raise _err(name, "shift", f"expected 1 or {n} values (as many as mult)")
         p = {"mult": _int_array(name, "mult", np.ravel(mult), n, 0, 2**31 - 1, np.int32),
-             "shift": _int_array(name, "shift", np.ravel(shift) if np.size(shift) == n
-                                 else np.full(n, np.ravel(shift)[0]), n, 1, 62, np.int32),
+             "shift": _int_array(name, "shift", np.broadcast_to(np.ravel(shift), (n,)), n, 1, 62,
+                                 np.int32),
              "out_dtype": self._dtype(name, "out_dtype", out_dtype, ("int8", "int16"))}
         y = self._new(name + ":out", out_dtype, x.cols)
-        self.ops.append(Op("requant", name, [x.name], [y.name], p))
+        self._add(Op("requant", name, [x.name], [y.name], p))
         return y
 
     def lstm_cell(self, x, h, c, *, wx, wh, bias, mult_x, shift_x, mult_h, shift_h, h_mult: int,
@@ -227,7 +260,10 @@ class Graph:
                   sig_table=None, tanh_table=None, name: str | None = None,
                   h_scale: float | None = None) -> tuple[Tensor, Tensor]:
         """Fused integer LSTM step (formats in azsim/reference.py). x, h int8; c int16 Q3.12.
-        wx (4H, Kx), wh (4H, H), gate order i, f, g, o. Returns (h' int8, c' int16)."""
+
+        wx (4H, Kx), wh (4H, H), gate order i, f, g, o; bias int32 (4H) at scale
+        s_x * w_scale_x. mult_*/shift_*/h_mult/h_shift: see reference.lstm_multipliers.
+        Returns (h' int8, c' int16 Q3.12), named "<name>:h" and "<name>:c"."""
         from azsim import reference as ref
 
         name = self._name(name, "lstm")
@@ -261,7 +297,7 @@ class Graph:
              "sig_table": sig.copy(), "tanh_table": th.copy(), "hidden": H}
         ho = self._new(name + ":h", "int8", H, h_scale)
         co = self._new(name + ":c", "int16", H, 2.0**-ref.GATE_FRAC_BITS)
-        self.ops.append(Op("lstm", name, [x.name, h.name, c.name], [ho.name, co.name], p))
+        self._add(Op("lstm", name, [x.name, h.name, c.name], [ho.name, co.name], p))
         return ho, co
 
     def embedding(self, idx, table, *, name: str | None = None) -> Tensor:
@@ -272,7 +308,7 @@ class Graph:
             raise _err(name, "idx", "expected a tensor from index_input()")
         t = _weight(name, "table", table, 8)
         y = self._new(name + ":out", "int8", t.shape[1])
-        self.ops.append(Op("embed", name, [idx.name], [y.name],
+        self._add(Op("embed", name, [idx.name], [y.name],
                            {"table": t, "bits": 8, "format": "dense", "codebook_k": 16}))
         return y
 

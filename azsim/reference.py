@@ -182,6 +182,21 @@ def tanh_table() -> np.ndarray:
     return table16(np.tanh)
 
 
+def lstm_multipliers(s_x: float, s_h: float, w_scale_x, w_scale_h) -> dict:
+    """Requantization parameters of lstm_cell from real scales.
+
+    s_x, s_h: scales of the int8 x and h (real = q * s); w_scale_x / w_scale_h:
+    per-gate-row weight scales (length 4H) of wx / wh. The int32 bias must be
+    quantized with scale s_x * w_scale_x: bias_q = round(b / (s_x * w_scale_x)).
+    Returns mult_x, shift_x, mult_h, shift_h (arrays) and h_mult, h_shift (ints).
+    """
+    mx, sx = quantize_multiplier(s_x * np.asarray(w_scale_x, np.float64) * (1 << GATE_FRAC_BITS))
+    mh, sh = quantize_multiplier(s_h * np.asarray(w_scale_h, np.float64) * (1 << GATE_FRAC_BITS))
+    hm, hs = quantize_multiplier(1.0 / (2.0 ** (2 * ACT_FRAC_BITS) * s_h))
+    return {"mult_x": mx, "shift_x": sx, "mult_h": mh, "shift_h": sh,
+            "h_mult": int(hm[0]), "h_shift": int(hs[0])}
+
+
 def lstm_gates(x, h, wx, wh, bias, mult_x, shift_x, mult_h, shift_h) -> np.ndarray:
     """int16 Q3.12 gate pre-activations (M, 4H)."""
     ax = matmul(x, wx, bias).astype(np.int64)
@@ -213,13 +228,19 @@ def embedding(idx, table) -> np.ndarray:
     return np.asarray(table)[np.asarray(idx, dtype=np.int64).reshape(-1)]
 
 
-def run_graph(graph, inputs: dict) -> dict:
-    """Evaluate an azsim.graph.Graph with this module's integer math."""
+def run_graph(graph, inputs: dict, group: str | None = None) -> dict:
+    """Evaluate an azsim.graph.Graph (or one group of it) with this module's integer math."""
     env = {}
+    ops = [op for op in graph.ops if group is None or op.group == group]
     for t in graph.inputs:
+        if t.name not in inputs:
+            continue
         a = np.asarray(inputs[t.name])
         env[t.name] = a.reshape(1, -1) if a.ndim == 1 and t.kind != "index" else a
-    for op in graph.ops:
+    produced = set(env)
+    for op in ops:
+        produced.update(op.outputs)
+    for op in ops:
         p = op.params
         if op.kind == "matmul":
             y = matmul(env[op.inputs[0]], p["weight"], p.get("bias"), p.get("mult"),
@@ -247,4 +268,4 @@ def run_graph(graph, inputs: dict) -> dict:
             env[op.outputs[0]] = embedding(env[op.inputs[0]], p["table"])
         else:  # pragma: no cover - graph.py only builds the kinds above
             raise ValueError(f"unknown op kind {op.kind}")
-    return {name: env[name] for name in graph.outputs}
+    return {name: env[name] for name in graph.outputs if name in produced and name in env}

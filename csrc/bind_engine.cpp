@@ -196,13 +196,14 @@ void bind_engine(py::module_& m) {
       .def("run",
            [](Session& s, const std::vector<int>& in_ids, const std::vector<py::array>& arrays,
               const std::vector<int>& in_cols, const std::vector<std::string>& in_dtypes,
-              const std::vector<int>& out_ids, uint64_t start_cycle) {
+              const std::vector<int>& out_ids, const std::vector<int>& op_ids,
+              uint64_t start_cycle) {
              for (size_t i = 0; i < in_ids.size(); ++i)
                fill_buffer(s.buffer(in_ids[i]), dtype_of(in_dtypes[i]), arrays[i], in_cols[i]);
              RunResult r;
              {
                py::gil_scoped_release nogil;
-               r = s.run(start_cycle);
+               r = s.run(start_cycle, op_ids);
              }
              py::list outs;
              for (int id : out_ids) outs.append(to_array(s.buffer(id)));

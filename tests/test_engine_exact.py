@@ -2,6 +2,8 @@
 for every weight format and both weight widths (hypothesis)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,7 +16,8 @@ from azsim.graph import Graph
 
 from engine_helpers import formats_for, hw, matmul_graph, random_weights
 
-SETTINGS = settings(max_examples=40, deadline=None,
+# AZSIM_HYPOTHESIS_EXAMPLES=400 for a deeper run; 40 keeps the suite fast.
+SETTINGS = settings(max_examples=int(os.environ.get("AZSIM_HYPOTHESIS_EXAMPLES", "40")), deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -170,9 +173,9 @@ def test_lstm_cell_tracks_float_lstm():
     wx = np.round(wx_f / sw_x[:, None]).astype(np.int8)
     wh = np.round(wh_f / sw_h[:, None]).astype(np.int8)
     bias = np.round(b_f / (s_x * sw_x)).astype(np.int64)
-    mx, sx = ref.quantize_multiplier(s_x * sw_x * 4096)
-    mh, sh = ref.quantize_multiplier(s_h * sw_h * 4096)
-    hm, hs = ref.quantize_multiplier(1.0 / (2.0**30 * s_h))
+    q = ref.lstm_multipliers(s_x, s_h, sw_x, sw_h)
+    mx, sx, mh, sh = q["mult_x"], q["shift_x"], q["mult_h"], q["shift_h"]
+    hm, hs = [q["h_mult"]], [q["h_shift"]]
     x_f = rng.uniform(-2, 2, (1, Kx))
     h_f = rng.uniform(-1, 1, (1, H))
     c_f = rng.uniform(-2, 2, (1, H))
@@ -250,3 +253,108 @@ def test_run_input_errors():
         s.run({"x": np.zeros(8, np.int16)})
     with pytest.raises(ModelError, match="shape"):
         s.run({"x": np.zeros((1, 9), np.int8)})
+
+
+def test_groups_share_one_chip_and_broadcast_rows():
+    """An RNN-T-shaped graph: encoder / predictor / joint groups on one Session."""
+    rng = np.random.default_rng(11)
+    D, V, E = 16, 12, 8
+    g = Graph("rnnt")
+    with g.group("enc"):
+        f = g.input("feat", 20)
+        m, s = ref.quantize_multiplier(np.full(D, 1 / 2000.0))
+        enc = g.matmul(f, rng.integers(-128, 128, (D, 20)), mult=m, shift=s, name="enc_fc")
+    with g.group("pred"):
+        tok = g.index_input("tok")
+        emb = g.embedding(tok, rng.integers(-128, 128, (V, E)), name="emb")
+        pred = g.matmul(emb, rng.integers(-8, 8, (D, E)), mult=m, shift=s, bits=4,
+                        format="int4", name="pred_fc")
+    with g.group("joint"):
+        je = g.input("enc_in", D)
+        jp = g.input("pred_in", D)
+        z = g.add(je, jp, a_mult=1 << 20, b_mult=1 << 20, shift=21, name="jadd")
+        t = g.lut(z, ref.table8(np.tanh, 1 / 32, 1 / 127), name="jtanh")
+        mo, so = ref.quantize_multiplier(np.full(V, 1 / 500.0))
+        logits = g.matmul(t, rng.integers(-128, 128, (V, D)), mult=mo, shift=so,
+                          out_dtype="int16", name="jout")
+    g.output(enc, pred, logits)
+    assert g.groups == ["enc", "pred", "joint"]
+    prog = compile_graph(g, hw())
+    sess = Session(prog)
+    feat = rng.integers(-128, 128, (1, 20)).astype(np.int8)
+    r_enc = sess.run({"feat": feat}, arrival_cycle=0, group="enc")
+    assert list(r_enc.outputs) == ["enc_fc:out"]
+    np.testing.assert_array_equal(r_enc.outputs["enc_fc:out"],
+                                  ref.run_graph(g, {"feat": feat}, group="enc")["enc_fc:out"])
+    r_pred = sess.run({"tok": np.array([1, 5, 7])}, group="pred")
+    assert r_pred.start_cycle == r_enc.end_cycle and r_pred.outputs["pred_fc:out"].shape == (3, D)
+    inp = {"enc_in": r_enc.outputs["enc_fc:out"], "pred_in": r_pred.outputs["pred_fc:out"]}
+    r_joint = sess.run(inp, group="joint")
+    want = ref.run_graph(g, inp, group="joint")["jout:out"]
+    assert want.shape == (3, V)
+    np.testing.assert_array_equal(r_joint.outputs["jout:out"], want)
+    assert r_joint.stats.op_names == ["jadd", "jtanh", "jout"]
+    tot = sess.totals()
+    assert tot.calls == 3 and tot["macs"] == 20 * D + 3 * E * D + 3 * D * V
+    from azsim.errors import ModelError
+    with pytest.raises(ModelError, match="unknown group"):
+        sess.run({}, group="nope")
+    with pytest.raises(ModelError, match="indices"):
+        sess.run({"tok": np.array([V])}, group="pred")
+
+
+def test_portable_kernels_match_reference():
+    """AZSIM_NO_SIMD=1 forces the scalar matmul and popcount paths (the ones a
+    CPU without AVX2/POPCNT runs); they must give the same bits and counts."""
+    import subprocess
+    import sys
+    code = (
+        "import numpy as np\n"
+        "from azsim import reference as ref\n"
+        "from azsim.compile import compile as C\n"
+        "from azsim.engine import Session\n"
+        "import engine_helpers as H\n"
+        "rng = np.random.default_rng(1)\n"
+        "for M, K, N in ((1, 100, 37), (3, 64, 20), (2, 333, 9)):\n"
+        "    w = H.random_weights(rng, N, K, 8, 0.5, 'dense')\n"
+        "    x = rng.integers(-128, 128, (M, K)).astype(np.int8)\n"
+        "    g = H.matmul_graph(w, out_dtype='int32')\n"
+        "    for zero in ('gate', 'skip'):\n"
+        "        r = Session(C(g, H.hw(zero=zero), tile_bytes=96)).run({'x': x})\n"
+        "        assert np.array_equal(r.outputs['fc:out'], ref.matmul(x, w))\n"
+        "        nz = int(((w != 0)[None] & (x != 0)[:, None]).sum())\n"
+        "        if zero == 'gate':\n"
+        "            assert r.stats['macs_gated'] == M * K * N - nz\n"
+        "        else:\n"
+        "            act = (x != 0).any(axis=0)\n"
+        "            assert r.stats['macs_executed'] == M * ((w != 0) & act).sum()\n"
+        "print('ok')\n")
+    import os
+    env = dict(os.environ, AZSIM_NO_SIMD="1")
+    here = os.path.dirname(os.path.abspath(__file__))
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(here), here, env.get("PYTHONPATH", "")])
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_graph_errors_name_op_and_field():
+    from azsim.errors import ModelError
+    g = Graph()
+    x = g.input("x", 4)
+    x16 = g.input("x16", 4, "int16")
+    cases = [
+        (lambda: g.matmul(x, np.ones((2, 5), np.int8), mult=1, shift=1, name="a"), "'a': weight: K = 5"),
+        (lambda: g.matmul(x16, np.ones((2, 4), np.int8), mult=1, shift=1, name="b"), "'b': x"),
+        (lambda: g.matmul(x, np.ones((2, 4), np.int8), name="c"), "'c': mult"),
+        (lambda: g.matmul(x, np.ones((2, 4), np.int8), mult=1, shift=63, name="d"),
+         r"'d': shift: values must lie in \[1, 62\]"),
+        (lambda: g.matmul(x, np.ones((2, 4), np.int8), mult=2**31, shift=1, name="e"), "'e': mult"),
+        (lambda: g.add(x, g.input("y", 5), a_mult=1, b_mult=1, shift=1, name="f"), "'f': b"),
+        (lambda: g.lut(x, np.zeros(10, np.int8), name="h"), "'h': table"),
+        (lambda: g.requant(x, mult=[1, 2], shift=1, name="i"), "'i': mult"),
+        (lambda: g.input("x", 4), "used twice"),
+        (lambda: g.input("z", 0), "cols"),
+    ]
+    for fn, msg in cases:
+        with pytest.raises(ModelError, match=msg):
+            fn()

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
+#include <type_traits>
 
 #include "azsim/formats/format.hpp"
 #include "azsim/mac_array.hpp"
@@ -97,7 +99,19 @@ int Program::add_weight(const std::string& name, const int8_t* w, int64_t N, int
   return static_cast<int>(weights_.size() - 1);
 }
 
+namespace {
+std::vector<int16_t> expand_lut16(const std::vector<int16_t>& t) {
+  std::vector<int16_t> full;
+  if (t.size() != 513) return full;
+  full.resize(65536);
+  for (int32_t x = -32768; x < 32768; ++x) full[x + 32768] = static_cast<int16_t>(vec::lut16(t.data(), x));
+  return full;
+}
+}  // namespace
+
 int Program::add_op(Op op) {
+  op.full = expand_lut16(op.table);
+  op.full2 = expand_lut16(op.table2);
   ops_.push_back(std::move(op));
   return static_cast<int>(ops_.size() - 1);
 }
@@ -115,13 +129,13 @@ void Session::reset() {
   free_cycle_ = 0;
 }
 
-RunResult Session::run(uint64_t start_cycle) {
+RunResult Session::run(uint64_t start_cycle, const std::vector<int>& op_ids) {
   const HwConfig& c = prog_->cfg();
   RunResult r;
   r.start_cycle = std::max(start_cycle, free_cycle_);
-  r.per_op.resize(prog_->ops().size());
-  for (size_t i = 0; i < prog_->ops().size(); ++i) {
-    const Op& op = prog_->ops()[i];
+  r.per_op.resize(op_ids.size());
+  for (size_t i = 0; i < op_ids.size(); ++i) {
+    const Op& op = prog_->ops().at(static_cast<size_t>(op_ids[i]));
     Counters& k = r.per_op[i];
     k.fill(0.0);
     switch (op.kind) {
@@ -215,9 +229,7 @@ void Session::matmul_core(const Weight& W, const int8_t* x, int64_t M, int32_t* 
     // Every MAC runs; those with a zero operand are clock-gated.
     double nz = 0;
     for (int64_t m = 0; m < M; ++m)
-      for (int64_t n = 0; n < N; ++n)
-        nz += static_cast<double>(mac::popcount_and_range(W.mask.data() + n * W.words,
-                                                           xmask_.data() + m * W.words, 0, K));
+      nz += static_cast<double>(mac::pair_count(W.mask.data(), W.words, N, xmask_.data() + m * W.words));
     k[kMacsExecuted] += dense_macs;
     k[kMacsGated] += dense_macs - nz;
   } else if (!skip) {
@@ -228,15 +240,8 @@ void Session::matmul_core(const Weight& W, const int8_t* x, int64_t M, int32_t* 
     // activation column (a column counts as zero only when it is zero for
     // every row of x: then no row needs it and it can be compacted away).
     lanecnt_.resize(static_cast<size_t>(N * W.n_ktiles));
-    double executed = 0;
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t kt = 0; kt < W.n_ktiles; ++kt) {
-        int64_t k0 = kt * W.tile_k, k1 = std::min(K, k0 + W.tile_k);
-        uint32_t cnt = static_cast<uint32_t>(
-            mac::popcount_and_range(W.mask.data() + n * W.words, xact_.data(), k0, k1));
-        lanecnt_[n * W.n_ktiles + kt] = cnt;
-        executed += cnt;
-      }
+    double executed = static_cast<double>(mac::lane_counts(
+        W.mask.data(), W.words, N, xact_.data(), K, W.tile_k, W.n_ktiles, lanecnt_.data()));
     executed *= static_cast<double>(M);
     k[kMacsExecuted] += executed;
     k[kMacsSkipped] += dense_macs - executed;
@@ -379,8 +384,8 @@ void Session::exec_lstm(const Op& op, Counters& k) {
   Buffer& co = bufs_[op.out[1]];
   ho.resize(DType::I8, M, H);
   co.resize(DType::I16, M, H);
-  const int16_t* sig = op.table.data();
-  const int16_t* th = op.table2.data();
+  const int16_t* sig = op.full.data() + 32768;   // expanded tables, indexed by x
+  const int16_t* th = op.full2.data() + 32768;
   for (int64_t m = 0; m < M; ++m) {
     const int32_t* ax = acc_.data() + m * G;
     const int32_t* ah = acc2_.data() + m * G;
@@ -394,12 +399,12 @@ void Session::exec_lstm(const Op& op, Counters& k) {
                     vec::requant(ah[idx], op.mult2[idx], op.shift2[idx]);
         gate[q] = static_cast<int32_t>(vec::clamp64(z, -32768, 32767));
       }
-      int64_t ig = vec::lut16(sig, gate[0]), fg = vec::lut16(sig, gate[1]);
-      int64_t gg = vec::lut16(th, gate[2]), og = vec::lut16(sig, gate[3]);
+      int64_t ig = sig[gate[0]], fg = sig[gate[1]];
+      int64_t gg = th[gate[2]], og = sig[gate[3]];
       int64_t cprev = cb.i16[m * H + j];
       int64_t cn = vec::clamp64((fg * cprev * 8 + ig * gg + (int64_t{1} << 17)) >> 18, -32768, 32767);
       co.i16[m * H + j] = static_cast<int16_t>(cn);
-      int64_t tc = vec::lut16(th, static_cast<int32_t>(cn));
+      int64_t tc = th[cn];
       ho.i8[m * H + j] = static_cast<int8_t>(
           vec::clamp64(vec::requant(og * tc, op.h_mult, op.h_shift), -128, 127));
     }
@@ -448,48 +453,98 @@ void Session::exec_embed(const Op& op, Counters& k) {
   k[kCycles] = static_cast<double>(dma) + k[kVectorCycles];
 }
 
+namespace {
+// Typed element access: the vector ops are instantiated per dtype combination
+// so the per-element loop has no dtype switch in it.
+template <typename F>
+void with_data(Buffer& b, F&& f) {
+  switch (b.dtype) {
+    case DType::I8: f(b.i8.data()); break;
+    case DType::I16: f(b.i16.data()); break;
+    default: f(b.i32.data()); break;
+  }
+}
+
+template <typename T>
+inline T saturate(int64_t v) {
+  return static_cast<T>(vec::clamp64(v, std::numeric_limits<T>::min(), std::numeric_limits<T>::max()));
+}
+}  // namespace
+
 void Session::exec_vector(const Op& op, Counters& k) {
   Buffer& a = bufs_[op.in[0]];
   Buffer& o = bufs_[op.out[0]];
-  const int64_t n = a.size();
-  o.resize(op.out_dtype, a.rows, a.cols);
+  int64_t rows = a.rows;
+  const int64_t cols = a.cols;
+  double read_bytes = static_cast<double>(a.size() * dtype_bytes(a.dtype));
   switch (op.kind) {
     case OpKind::Add:
     case OpKind::Mul: {
+      // A one-row operand is broadcast over the other's rows (e.g. one
+      // encoder frame against several prediction-network hypotheses).
       Buffer& b = bufs_[op.in[1]];
-      if (b.rows != a.rows || b.cols != a.cols)
-        throw std::invalid_argument(op.name + ": operands differ in shape");
-      for (int64_t i = 0; i < n; ++i) {
-        int64_t v = op.kind == OpKind::Add ? vec::add_rq(a.get(i), b.get(i), op.ma, op.mb, op.sh)
-                                           : vec::mul_rq(a.get(i), b.get(i), op.ma, op.sh);
-        o.set_clamped(i, v);
-      }
-      k[kActSramReadBytes] += static_cast<double>(n * (dtype_bytes(a.dtype) + dtype_bytes(b.dtype)));
+      if (b.cols != a.cols || (b.rows != a.rows && b.rows != 1 && a.rows != 1))
+        throw std::invalid_argument(op.name + ": operand shapes (" + std::to_string(a.rows) + ", " +
+                                    std::to_string(a.cols) + ") and (" + std::to_string(b.rows) +
+                                    ", " + std::to_string(b.cols) + ") do not broadcast");
+      rows = std::max(a.rows, b.rows);
+      o.resize(op.out_dtype, rows, cols);
+      read_bytes += static_cast<double>(b.size() * dtype_bytes(b.dtype));
+      const int64_t sa = a.rows == 1 ? 0 : cols, sb = b.rows == 1 ? 0 : cols;
+      const bool add = op.kind == OpKind::Add;
+      with_data(a, [&](auto* pa) {
+        with_data(b, [&](auto* pb) {
+          with_data(o, [&](auto* po) {
+            using TO = std::remove_pointer_t<decltype(po)>;
+            for (int64_t r = 0; r < rows; ++r) {
+              const auto* ra = pa + r * sa;
+              const auto* rb = pb + r * sb;
+              TO* ro = po + r * cols;
+              if (add)
+                for (int64_t c = 0; c < cols; ++c)
+                  ro[c] = saturate<TO>(vec::add_rq(ra[c], rb[c], op.ma, op.mb, op.sh));
+              else
+                for (int64_t c = 0; c < cols; ++c)
+                  ro[c] = saturate<TO>(vec::mul_rq(ra[c], rb[c], op.ma, op.sh));
+            }
+          });
+        });
+      });
       break;
     }
     case OpKind::Lut: {
+      o.resize(op.out_dtype, rows, cols);
       const int16_t* t = op.table.data();
-      if (a.dtype == DType::I8)
-        for (int64_t i = 0; i < n; ++i) o.set_clamped(i, vec::lut8(t, a.i8[i]));
-      else
-        for (int64_t i = 0; i < n; ++i) o.set_clamped(i, vec::lut16(t, a.i16[i]));
-      k[kActSramReadBytes] += static_cast<double>(n * dtype_bytes(a.dtype));
+      const int64_t n = rows * cols;
+      with_data(o, [&](auto* po) {
+        using TO = std::remove_pointer_t<decltype(po)>;
+        if (a.dtype == DType::I8)
+          for (int64_t i = 0; i < n; ++i) po[i] = saturate<TO>(vec::lut8(t, a.i8[i]));
+        else
+          for (int64_t i = 0; i < n; ++i) po[i] = saturate<TO>(op.full[a.i16[i] + 32768]);
+      });
       break;
     }
     case OpKind::Requant: {
-      const int64_t C = a.cols;
+      o.resize(op.out_dtype, rows, cols);
       const bool per_ch = op.mult.size() > 1;
-      for (int64_t i = 0; i < n; ++i) {
-        int64_t ch = per_ch ? i % C : 0;
-        o.set_clamped(i, vec::requant(a.get(i), op.mult[ch], op.shift[ch]));
-      }
-      k[kActSramReadBytes] += static_cast<double>(n * dtype_bytes(a.dtype));
+      with_data(a, [&](auto* pa) {
+        with_data(o, [&](auto* po) {
+          using TO = std::remove_pointer_t<decltype(po)>;
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t c = 0; c < cols; ++c) {
+              const int64_t ch = per_ch ? c : 0;
+              po[r * cols + c] = saturate<TO>(vec::requant(pa[r * cols + c], op.mult[ch], op.shift[ch]));
+            }
+        });
+      });
       break;
     }
     default: break;
   }
-  add_vector_stage(n, k);
-  k[kActSramWriteBytes] += static_cast<double>(n * dtype_bytes(op.out_dtype));
+  k[kActSramReadBytes] += read_bytes;
+  add_vector_stage(rows * cols, k);
+  k[kActSramWriteBytes] += static_cast<double>(rows * cols * dtype_bytes(op.out_dtype));
   k[kCycles] = k[kVectorCycles];
 }
 

@@ -19,6 +19,10 @@
 //   (decoding is what turns the stored stream into array operands).
 // * No prefetch across ops: each op's pipeline starts empty, which is what a
 //   simple in-order NPU sequencer does.
+// * Activations live in activation SRAM and never spill (compile checks that
+//   one op's inputs and outputs fit), so off-chip writes stay 0 here.
+// * A Session is not thread-safe; distinct Sessions may run in parallel
+//   threads (the binding releases the GIL while simulating).
 #pragma once
 
 #include <cstdint>
@@ -83,6 +87,9 @@ struct Op {
   int64_t ma = 0, mb = 0;
   int sh = 1;
   std::vector<int16_t> table, table2;
+  // 513-entry int16-input tables expanded to all 65536 inputs at compile time
+  // (interpolation is a pure function of the input, so this is exact).
+  std::vector<int16_t> full, full2;
   int64_t h_mult = 0;
   int h_shift = 1;
   int64_t hidden = 0;
@@ -127,8 +134,8 @@ class Session {
  public:
   explicit Session(std::shared_ptr<const Program> p);
   Buffer& buffer(int tid) { return bufs_.at(tid); }
-  // Runs every op once; inputs must already be in their buffers.
-  RunResult run(uint64_t start_cycle);
+  // Runs the given ops once, in order; their inputs must be in their buffers.
+  RunResult run(uint64_t start_cycle, const std::vector<int>& op_ids);
   void reset();  // forget loaded resident weights (a fresh power-up)
   uint64_t free_cycle() const { return free_cycle_; }
 

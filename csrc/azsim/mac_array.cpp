@@ -5,6 +5,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 namespace azsim::mac {
@@ -94,7 +95,11 @@ __attribute__((target("avx2"))) void gemm_avx2(const int8_t* x, int64_t M, int64
   }
 }
 
-const bool kHasAvx2 = __builtin_cpu_supports("avx2");
+// __builtin_cpu_init first: these flags are read during the library's static
+// initialization, which may run before libgcc's own CPU-detection constructor.
+// AZSIM_NO_SIMD=1 forces the portable paths (so tests can check them here).
+const bool kNoSimd = std::getenv("AZSIM_NO_SIMD") != nullptr;
+const bool kHasAvx2 = !kNoSimd && (__builtin_cpu_init(), __builtin_cpu_supports("avx2"));
 
 }  // namespace
 
@@ -135,17 +140,77 @@ inline uint64_t range_mask(int64_t word, int64_t k0, int64_t k1) {
   uint64_t m = hi == 64 ? ~uint64_t{0} : ((uint64_t{1} << hi) - 1);
   return m & ~((uint64_t{1} << lo) - 1);
 }
+
+// The counting loops are compiled twice: with the POPCNT instruction (chosen
+// at run time when the CPU has it) and portable, since without -march the
+// builtin falls back to a slow bit-twiddling popcount.
+#define AZSIM_POPCOUNT_FUNCS(SUFFIX, ATTR)                                                  \
+  ATTR static uint64_t pc_and_range_##SUFFIX(const uint64_t* a, const uint64_t* b,          \
+                                             int64_t k0, int64_t k1) {                      \
+    if (k1 <= k0) return 0;                                                                 \
+    int64_t w0 = k0 / 64, w1 = (k1 - 1) / 64;                                               \
+    if (w0 == w1) return __builtin_popcountll(a[w0] & b[w0] & range_mask(w0, k0, k1));      \
+    uint64_t c = __builtin_popcountll(a[w0] & b[w0] & range_mask(w0, k0, k1));              \
+    for (int64_t i = w0 + 1; i < w1; ++i) c += __builtin_popcountll(a[i] & b[i]);           \
+    return c + __builtin_popcountll(a[w1] & b[w1] & range_mask(w1, k0, k1));                \
+  }                                                                                         \
+  ATTR static uint64_t lane_counts_##SUFFIX(const uint64_t* mask, int64_t words, int64_t N, \
+                                            const uint64_t* act, int64_t K, int64_t tile_k, \
+                                            int64_t n_ktiles, uint32_t* out) {              \
+    uint64_t total = 0;                                                                     \
+    if (n_ktiles == 1 || tile_k % 64 == 0) {                                                \
+      /* word-aligned K-tiles: tail bits past K are clear in both masks */                  \
+      const int64_t wpt = n_ktiles == 1 ? words : tile_k / 64;                              \
+      for (int64_t n = 0; n < N; ++n) {                                                     \
+        const uint64_t* row = mask + n * words;                                             \
+        for (int64_t kt = 0; kt < n_ktiles; ++kt) {                                         \
+          const int64_t e = std::min(words, (kt + 1) * wpt);                                \
+          uint64_t c = 0;                                                                   \
+          for (int64_t i = kt * wpt; i < e; ++i) c += __builtin_popcountll(row[i] & act[i]); \
+          out[n * n_ktiles + kt] = static_cast<uint32_t>(c);                                \
+          total += c;                                                                       \
+        }                                                                                   \
+      }                                                                                     \
+      return total;                                                                         \
+    }                                                                                       \
+    for (int64_t n = 0; n < N; ++n) {                                                       \
+      const uint64_t* row = mask + n * words;                                               \
+      for (int64_t kt = 0; kt < n_ktiles; ++kt) {                                           \
+        int64_t k0 = kt * tile_k, k1 = std::min(K, k0 + tile_k);                            \
+        uint32_t c = static_cast<uint32_t>(pc_and_range_##SUFFIX(row, act, k0, k1));        \
+        out[n * n_ktiles + kt] = c;                                                         \
+        total += c;                                                                         \
+      }                                                                                     \
+    }                                                                                       \
+    return total;                                                                           \
+  }                                                                                         \
+  ATTR static uint64_t pair_count_##SUFFIX(const uint64_t* mask, int64_t words, int64_t N,  \
+                                           const uint64_t* xm) {                            \
+    uint64_t c = 0;                                                                         \
+    for (int64_t n = 0; n < N; ++n)                                                         \
+      for (int64_t i = 0; i < words; ++i) c += __builtin_popcountll(mask[n * words + i] & xm[i]); \
+    return c;                                                                               \
+  }
+
+AZSIM_POPCOUNT_FUNCS(hw, __attribute__((target("popcnt"))))
+AZSIM_POPCOUNT_FUNCS(sw, )
+#undef AZSIM_POPCOUNT_FUNCS
+
+const bool kHasPopcnt = !kNoSimd && (__builtin_cpu_init(), __builtin_cpu_supports("popcnt"));
 }  // namespace
 
 uint64_t popcount_and_range(const uint64_t* a, const uint64_t* b, int64_t k0, int64_t k1) {
-  if (k1 <= k0) return 0;
-  int64_t w0 = k0 / 64, w1 = (k1 - 1) / 64;
-  uint64_t c = 0;
-  if (w0 == w1) return __builtin_popcountll(a[w0] & b[w0] & range_mask(w0, k0, k1));
-  c += __builtin_popcountll(a[w0] & b[w0] & range_mask(w0, k0, k1));
-  for (int64_t i = w0 + 1; i < w1; ++i) c += __builtin_popcountll(a[i] & b[i]);
-  c += __builtin_popcountll(a[w1] & b[w1] & range_mask(w1, k0, k1));
-  return c;
+  return kHasPopcnt ? pc_and_range_hw(a, b, k0, k1) : pc_and_range_sw(a, b, k0, k1);
+}
+
+uint64_t lane_counts(const uint64_t* mask, int64_t words, int64_t N, const uint64_t* act,
+                     int64_t K, int64_t tile_k, int64_t n_ktiles, uint32_t* out) {
+  return kHasPopcnt ? lane_counts_hw(mask, words, N, act, K, tile_k, n_ktiles, out)
+                    : lane_counts_sw(mask, words, N, act, K, tile_k, n_ktiles, out);
+}
+
+uint64_t pair_count(const uint64_t* mask, int64_t words, int64_t N, const uint64_t* xm) {
+  return kHasPopcnt ? pair_count_hw(mask, words, N, xm) : pair_count_sw(mask, words, N, xm);
 }
 
 uint64_t popcount_range(const uint64_t* a, int64_t k0, int64_t k1) {

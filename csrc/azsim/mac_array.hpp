@@ -21,6 +21,12 @@ void nonzero_mask(const int8_t* v, int64_t K, uint64_t* words);
 // popcount(a & b) over bit positions [k0, k1).
 uint64_t popcount_and_range(const uint64_t* a, const uint64_t* b, int64_t k0, int64_t k1);
 uint64_t popcount_range(const uint64_t* a, int64_t k0, int64_t k1);
+// out[n * n_ktiles + kt] = popcount(mask[n] & act) over K-tile kt's range
+// [kt * tile_k, min(K, (kt + 1) * tile_k)); returns the sum over all of them.
+uint64_t lane_counts(const uint64_t* mask, int64_t words, int64_t N, const uint64_t* act,
+                     int64_t K, int64_t tile_k, int64_t n_ktiles, uint32_t* out);
+// sum over n of popcount(mask[n] & xm) over the whole row.
+uint64_t pair_count(const uint64_t* mask, int64_t words, int64_t N, const uint64_t* xm);
 
 // ---- dense timing (SCALE-Sim style folds) --------------------------------
 // Both follow csrc/azsim/systolic.hpp (SCALE-Sim v3's fold model).
