@@ -12,6 +12,7 @@ from asr.data import augment as A
 from asr.data import corpus, fsdd, grammar
 from asr.text import encode, normalize
 from azsim.errors import ConfigError
+from azsim.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -269,3 +270,30 @@ def test_corpus_reuse_is_instant(tiny_corpus):
     assert corpus.build(cfg, path.parent, workers=1, progress=False) == path
     assert time.perf_counter() - t0 < 1.0
     assert json.loads((path / "config.json").read_text())["seed"] == 3
+
+
+def test_partial_build_makes_only_the_asked_subsets_and_full_build_reuses_them(tmp_path, monkeypatch):
+    mini = tmp_path / "fsdd" / "recordings"
+    mini.mkdir(parents=True)
+    for item in fsdd.list_items():
+        if item.take in (0, 5):
+            (mini / item.path.name).symlink_to(item.path)
+    monkeypatch.setenv("AZSIM_FSDD", str(mini.parent))
+    cfg = {"seed": 4, "n_train": 2, "n_dev": 2, "n_test": 2, "shard_size": 40, "fsdd_copies": 1}
+    cache = tmp_path / "cache"
+    path = corpus.build(cfg, cache, workers=1, progress=False, subsets=["test_clean", "test_fsdd"])
+    assert len(corpus.load_subset(path, "test_clean")) == 2
+    assert len(corpus.load_subset(path, "test_noisy")) == 2  # same job, so it comes along
+    assert len(corpus.load_subset(path, "test_fsdd")) == 4 * 10
+    with pytest.raises(FileNotFoundError):
+        corpus.load_subset(path, "train")
+    assert not (path / "complete.json").exists()
+    kept = sorted(p.name for p in (path / "shards").iterdir())
+    assert kept == ["test_0000", "test_fsdd_0000"]
+    # asking again for a subset already built is instant: nothing is synthesized
+    assert corpus.build(cfg, cache, workers=1, progress=False, subsets=["test_fsdd"]) == path
+    full = corpus.build(cfg, cache, workers=1, progress=False)
+    assert full == path and corpus.corpus_info(path)["shards_built_this_run"] == 3  # dev, train, fsdd train
+    assert len(corpus.load_subset(path, "train")) == 2 + 4 * 10
+    with pytest.raises(ConfigError, match="unknown subset"):
+        corpus.build(cfg, cache, subsets=["tset"])

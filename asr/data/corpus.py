@@ -393,9 +393,9 @@ def _plan(cfg: dict) -> list[_Job]:
     return jobs
 
 
-def _merge(corpus_dir: Path, jobs: list[_Job]) -> dict:
+def _merge(corpus_dir: Path, jobs: list[_Job], subsets=SUBSETS) -> dict:
     stats = {}
-    for subset in SUBSETS:
+    for subset in subsets:
         recs, feats = [], []
         for job in jobs:
             mf = corpus_dir / "shards" / job.name / f"{subset}.jsonl"
@@ -424,17 +424,33 @@ def _merge(corpus_dir: Path, jobs: list[_Job]) -> dict:
     return stats
 
 
-def build(data_cfg: dict | None, cache_dir=None, workers: int = 2, progress: bool = True) -> Path:
-    """Build (or reuse) the corpus for `data_cfg`; returns its directory. See the module doc."""
+# which subsets each kind of job writes
+_JOB_SUBSETS = {"train": ("train",), "fsdd_train": ("train",), "dev": ("dev",),
+                "test": ("test_clean", "test_noisy"), "fsdd_test": ("test_fsdd",)}
+
+
+def build(data_cfg: dict | None, cache_dir=None, workers: int = 2, progress: bool = True,
+          subsets=None) -> Path:
+    """Build (or reuse) the corpus for `data_cfg`; returns its directory. See the module doc.
+
+    `subsets` (default: all) builds only the jobs those subsets need, so evaluating a model
+    on a fresh machine synthesizes the test sets without the 20k-utterance training set.
+    A partial build keeps its shards, so a later full build reuses them.
+    """
     cfg = resolve_config(data_cfg)
+    wanted = tuple(SUBSETS if subsets is None else subsets)
+    bad = [s for s in wanted if s not in SUBSETS]
+    if bad:
+        raise ConfigError(f"unknown subset(s) {', '.join(bad)} (allowed: {', '.join(SUBSETS)})")
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     corpus_dir = cache_dir / f"corpus-{config_hash(cfg)}"
-    if (corpus_dir / "complete.json").exists():
+    if (corpus_dir / "complete.json").exists() or all(
+            (corpus_dir / f"{s}.complete").exists() for s in wanted):
         return corpus_dir
     corpus_dir.mkdir(parents=True, exist_ok=True)
     (corpus_dir / "config.json").write_text(json.dumps(cfg, indent=1, sort_keys=True) + "\n")
     pools = voice_pools(cfg)
-    jobs = _plan(cfg)
+    jobs = [j for j in _plan(cfg) if set(_JOB_SUBSETS[j.kind]) & set(wanted)]
     todo = [j for j in jobs if not (corpus_dir / "shards" / j.name / "done").exists()]
     total = sum(j.n * (2 if j.kind == "test" else 1) for j in todo)
     t0 = time.time()
@@ -460,12 +476,16 @@ def build(data_cfg: dict | None, cache_dir=None, workers: int = 2, progress: boo
                 else:
                     os.environ[k] = v
     bar.close()
-    stats = _merge(corpus_dir, jobs)
-    info = {"config_hash": corpus_dir.name, "build_s": round(time.time() - t0, 1),
-            "shards_built_this_run": len(todo), "workers": workers, "pools": pools, "subsets": stats}
-    (corpus_dir / "complete.json").write_text(json.dumps(info, indent=1) + "\n")
-    # Shards only serve resuming; the merged files hold everything (WAVs stay in wav/).
-    shutil.rmtree(corpus_dir / "shards", ignore_errors=True)
+    made = [s for s in SUBSETS if any(s in _JOB_SUBSETS[j.kind] for j in jobs)]
+    stats = _merge(corpus_dir, jobs, made)
+    for s in made:
+        (corpus_dir / f"{s}.complete").write_text("ok\n")
+    if set(wanted) == set(SUBSETS):
+        info = {"config_hash": corpus_dir.name, "build_s": round(time.time() - t0, 1),
+                "shards_built_this_run": len(todo), "workers": workers, "pools": pools, "subsets": stats}
+        (corpus_dir / "complete.json").write_text(json.dumps(info, indent=1) + "\n")
+        # Shards only serve resuming; the merged files hold everything (WAVs stay in wav/).
+        shutil.rmtree(corpus_dir / "shards", ignore_errors=True)
     return corpus_dir
 
 
