@@ -41,6 +41,8 @@ class FakeEvaluator(Evaluator):
     def evaluate(self, art, config):
         time.sleep(self.options["delay_s"])
         m = config.mac_array
+        if m.rows == 13:
+            raise ConfigError("mac_array.rows = 13: this fake model cannot tile onto 13 rows")
         return {"latency_ms": 1000.0 / (m.rows * m.cols) + 1.0 / config.offchip.bytes_per_cycle,
                 "energy_mj": 0.01 * m.rows * m.cols * art["factor"],
                 "weight_bytes": int(1000 * art["factor"])}
@@ -219,6 +221,20 @@ def test_local_run_prepares_each_recipe_once_and_resumes(tmp_path):
     assert n == 4
 
 
+def test_infeasible_point_is_recorded_not_fatal(tmp_path):
+    spec = spec_mod.load(fake_spec(tmp_path, rows=(8, 13), bws=(2.0,)))
+    s = sweep.run(spec, tmp_path / "r.db", jobs=2, progress=False)
+    assert (s.done, s.failed) == (4, 2)
+    rows = load_rows(tmp_path / "r.db")
+    bad = [r for r in rows if "error" in r["metrics"]]
+    assert {r["params"]["mac_array.rows"] for r in bad} == {13}
+    assert "cannot tile onto 13 rows" in bad[0]["metrics"]["error"]
+    assert sweep.run(spec, tmp_path / "r.db", jobs=2, progress=False).done == 0   # not retried
+    from azsim.workflows import pareto
+    front, skipped = pareto.front(rows, [("latency_ms", 1.0)])
+    assert len(skipped) == 2 and all(r["params"]["mac_array.rows"] == 8 for r in front)
+
+
 def test_jobs_1_equals_jobs_2(tmp_path):
     spec = spec_mod.load(fake_spec(tmp_path))
     sweep.run(spec, tmp_path / "a.db", jobs=1, progress=False)
@@ -364,3 +380,30 @@ sparse = "{ROOT / 'recipes' / 'int8-sparse50.toml'}"
     for k in ("wer", "weight_bytes", "peak_sram_bytes", "latency_ms", "latency_ms_p95", "energy_mj",
               "offchip_bytes_per_s", "rtf", "cycles"):
         assert rows[("sparse", "skip")][k] == pytest.approx(direct[k], rel=1e-12), k
+
+
+def test_cli_scheduler_address_equals_local(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    p = write_spec(tmp_path, """
+[sweep]
+evaluator = "layer"
+[options]
+layers = [[1, 64, 96], [1, 96, 32]]
+frames = 2
+[recipes]
+dense = { bits = 8, format = "dense" }
+rle = { bits = 8, format = "rle", sparsity = 0.6 }
+[hw]
+"mac_array.zero" = ["none", "skip"]
+"offchip.bytes_per_cycle" = [1.0, 4.0]
+""")
+    sweep.run(spec_mod.load(p), tmp_path / "local.db", jobs=2, progress=False)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp://",
+                                  dashboard_address=None) as cluster:
+        r = subprocess.run([sys.executable, "-m", "azsim.cli", "sweep", str(p), "--results",
+                            str(tmp_path / "dask.db"), "--scheduler", cluster.scheduler_address, "--quiet"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=120,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "8 point(s) evaluated" in r.stdout and "s per point" in r.stdout
+    assert table(tmp_path / "local.db") == table(tmp_path / "dask.db")

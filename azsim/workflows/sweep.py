@@ -34,6 +34,7 @@ class Summary:
     skipped: int = 0          # finished in an earlier run
     done: int = 0             # evaluated in this run
     prepared: int = 0         # recipes prepared in this run (not found in the cache)
+    failed: int = 0           # points whose evaluator raised a user-facing error (row has "error")
     wall_s: float = 0.0
     prepare_s: dict = field(default_factory=dict)
     eval_s: list = field(default_factory=list)
@@ -42,7 +43,8 @@ class Summary:
         per = sum(self.eval_s) / len(self.eval_s) if self.eval_s else 0.0
         thr = self.wall_s / self.done if self.done else 0.0
         prep = ", ".join(f"{k} {v:.1f} s" for k, v in self.prepare_s.items()) or "none"
-        return (f"{self.done} point(s) evaluated, {self.skipped} already done, {self.total} in the spec; "
+        bad = f" ({self.failed} infeasible, see their error)" if self.failed else ""
+        return (f"{self.done} point(s) evaluated{bad}, {self.skipped} already done, {self.total} in the spec; "
                 f"wall {self.wall_s:.1f} s; {per:.2f} s per point (evaluation), "
                 f"{thr:.2f} s per point (wall / points); recipes prepared: {prep}")
 
@@ -84,8 +86,15 @@ def _load_artifact(path):
 
 
 def _eval_point(name, options, art, config) -> tuple[dict, float]:
+    from azsim.errors import AzsimError
+
     t0 = time.perf_counter()
-    metrics = _evaluator(name, options).evaluate(art, config)
+    try:
+        metrics = _evaluator(name, options).evaluate(art, config)
+    except AzsimError as err:
+        # a chip this model cannot run on (e.g. too little SRAM for a tile) is a result, not a
+        # crash: the row records why, Pareto fronts leave it out, reruns do not retry it
+        metrics = {"error": f"{type(err).__name__}: {err}"}
     return metrics, time.perf_counter() - t0
 
 
@@ -113,7 +122,7 @@ def check_scheduler(address: str, timeout_s: float = 10.0):
     except ImportError:
         raise ConfigError("--scheduler needs dask.distributed (pip install 'dask[distributed]')") from None
     try:
-        return Client(address, timeout=f"{timeout_s}s", set_as_default=False)
+        return Client(address, timeout=f"{timeout_s}s")
     except (OSError, TimeoutError, ValueError) as err:
         raise ConfigError(f"--scheduler {address}: cannot reach the Dask scheduler ({type(err).__name__}: "
                           f"{err})") from None
@@ -144,8 +153,11 @@ def run(spec: Spec, results: str | Path, *, jobs: int | None = None, scheduler=N
             store.add(p.key, spec.name, p.params(), metrics, eval_s)
             s.done += 1
             s.eval_s.append(eval_s)
-            hw = " ".join(f"{k}={v}" for k, v in p.hw.items())
+            hw = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in p.hw.items())
             msg = f"[{s.skipped + s.done}/{s.total}] {p.recipe} {hw}: {eval_s:.2f} s"
+            if "error" in metrics:
+                s.failed += 1
+                msg += f" (infeasible: {metrics['error']})"
             bar.write(msg, file=sys.stderr) if progress else log(msg)
             bar.update(1)
 
