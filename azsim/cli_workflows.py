@@ -47,6 +47,8 @@ def register(sub) -> None:
                    help="NAME=VALUE[,...], e.g. flash=2MB,sram=512KB,latency_ms=200,energy_mj=5,wer=8")
     p.add_argument("--subset", default="test_clean", help="test subset (default: test_clean)")
     p.add_argument("--limit", type=int, default=None, help="score only the first N utterances")
+    p.add_argument("--beam", type=int, default=4, help="beam width (default: 4)")
+    p.add_argument("--corpus", default=None, help="a built corpus directory (default: the model's)")
     p.add_argument("--figures", default=None, metavar="JSON",
                    help="check figures from a saved `azsim score --json` output instead of scoring")
     p.add_argument("--json", action="store_true", help="print the check as JSON")
@@ -157,7 +159,7 @@ def run_fit(args) -> int:
     else:
         from azsim.workflows.score import score
         figures = score(model=args.model, recipe=args.recipe, preset=args.preset, subset=args.subset,
-                        limit=args.limit, progress=not args.json)
+                        limit=args.limit, beam=args.beam, corpus=args.corpus, progress=not args.json)
         what = f"recipe {figures.get('recipe')} on preset {figures.get('preset')}, {figures.get('n')} utterances"
     rows, ok = budget.check(figures, budgets)
     if args.json:

@@ -95,3 +95,35 @@ def test_cli_exit_codes(tmp_path):
     r = _fit(tmp_path, FIG, "flash=2XB")
     assert r.returncode == 2
     assert "unknown unit 'XB'" in r.stderr and "allowed units" in r.stderr
+
+
+def test_fit_scores_a_tiny_model_end_to_end(tmp_path):
+    """Budgets set 1% above / below what azsim score measures: fits, then each flagged."""
+    toy = pytest.importorskip("asr.quant.toy")
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_sweep import _tiny_corpus
+
+    from azsim.workflows.score import score
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    _tiny_corpus(corpus)
+    model = toy.save_random_model(tmp_path / "tiny.npz", seed=3)
+    recipe = ROOT / "recipes" / "int8.toml"
+    r = score(model=model, recipe=recipe, corpus=corpus, limit=2, beam=2, progress=False)
+    figs = {"flash": r["flash_bytes"], "sram": r["peak_sram_bytes"], "latency_ms": r["latency_ms"],
+            "energy_mj": r["energy_mj"]}
+
+    def run(scale):
+        b = ",".join(f"{k}={v * scale:.9g}" for k, v in figs.items())
+        return subprocess.run([sys.executable, "-m", "azsim.cli", "fit", "--model", str(model), "--recipe",
+                               str(recipe), "--corpus", str(corpus), "--limit", "2", "--beam", "2",
+                               "--budget", b, "--json"], capture_output=True, text=True, cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    ok = run(1.01)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["ok"] is True
+    over = run(0.99)
+    assert over.returncode == 1
+    rows = json.loads(over.stdout)["budgets"]
+    assert sorted(r["budget"] for r in rows if not r["ok"]) == sorted(figs)
