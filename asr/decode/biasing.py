@@ -1,0 +1,219 @@
+"""Context biasing by shallow fusion: a per-request list of names compiled into a character
+prefix tree with failure arcs (Aho-Corasick), scored during beam search.
+
+    bias = BiasList.compile(["kathleen bailey", "dishwasher"], weight=1.5)
+    search = BeamSearch(model, beam=4, scorer=bias)
+
+How the boost works (the ``asr.decode.beam.TokenScorer`` protocol):
+
+- Every name is stored as ``" name "``: a leading and a trailing word boundary, so a name only
+  matches whole words ("ann" does not fire inside "joanna"), and the start of the utterance
+  counts as a boundary.
+- Each token that extends a partial match earns ``weight`` (log-prob units); the leading
+  boundary space earns nothing, so a space alone is never boosted.
+- When the next token breaks the partial match, the automaton follows failure arcs to the
+  longest suffix that is still a prefix of some name, and the boost of the tokens that no
+  longer belong to a match is *withdrawn* (a negative bonus). A hypothesis that starts a name
+  and leaves it therefore ends up with no net bonus: partial matches only keep candidates
+  alive in the beam, they do not change final scores.
+- When a name completes (its trailing boundary is emitted), its boost is locked in and never
+  withdrawn. At the end of the utterance (``final``), an unfinished match is withdrawn, except
+  a name that is complete but for its trailing boundary.
+
+The scorer state is ``(node, since_lock)``: the automaton node, and how many tokens have been
+emitted since the last completed name (capped at the longest name). The unlocked boost is
+``weight * min(depth(node) - 1, since_lock)``: of the current partial match, only the tokens
+after the last completed name hold a boost that may still be withdrawn. States are a function
+of the token sequence alone, as beam search requires.
+
+The automaton is a dense transition table (nodes x vocabulary, int32) built once per list, so
+scoring one token is two array lookups whatever the list size.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from asr.text import BLANK, VOCAB, VOCAB_SIZE
+from azsim.errors import ConfigError
+
+MAX_NAMES = 5000          # a request's bias list may hold at most this many names
+MAX_NAME_CHARS = 64       # ... each at most this many characters
+WEIGHT_RANGE = (0.0, 20.0)
+_SPACE = VOCAB.index(" ")
+_INDEX = {ch: i for i, ch in enumerate(VOCAB) if i != BLANK}
+_ALLOWED = "a-z, apostrophe and space"
+
+
+def normalize_names(names, source: str = "bias list") -> list[str]:
+    """Validate a bias list and return its names lowercased with single spaces, deduplicated.
+
+    Raises ConfigError (naming the list, the entry and the allowed range) for: a list that is
+    not a list of strings, an empty list, more than MAX_NAMES names, an empty or over-long
+    name, or a name with characters outside the recognizer's vocabulary.
+    """
+    if isinstance(names, (str, bytes)) or not hasattr(names, "__iter__"):
+        raise ConfigError(f"{source}: must be a list of names (strings), got {type(names).__name__}")
+    names = list(names)
+    if not names:
+        raise ConfigError(f"{source}: is empty; give 1 to {MAX_NAMES} names")
+    if len(names) > MAX_NAMES:
+        raise ConfigError(f"{source}: has {len(names)} names; allowed: 1 to {MAX_NAMES}")
+    out: dict[str, None] = {}
+    for i, name in enumerate(names):
+        if not isinstance(name, str):
+            raise ConfigError(f"{source}: entry {i} is {type(name).__name__} {name!r}, not text; "
+                              f"names must be strings of {_ALLOWED}")
+        norm = " ".join(name.lower().split())
+        if not norm:
+            raise ConfigError(f"{source}: entry {i} ({name!r}) is empty; names must have 1 to "
+                              f"{MAX_NAME_CHARS} characters of {_ALLOWED}")
+        if len(norm) > MAX_NAME_CHARS:
+            raise ConfigError(f"{source}: entry {i} ({name[:20]!r}...) has {len(norm)} characters; "
+                              f"allowed: 1 to {MAX_NAME_CHARS}")
+        bad = sorted({ch for ch in norm if ch not in _INDEX})
+        if bad:
+            raise ConfigError(f"{source}: entry {i} ({name!r}) has characters {''.join(bad)!r} "
+                              f"outside the recognizer's vocabulary; allowed: {_ALLOWED} "
+                              f"(spell digits out as words)")
+        out[norm] = None
+    return list(out)
+
+
+def load_names(path) -> list[str]:
+    """A bias list from a text file, one name per line (blank lines skipped)."""
+    from pathlib import Path
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: bias list file not found") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{p}: bias list is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    return normalize_names([ln for ln in text.splitlines() if ln.strip()], source=str(p))
+
+
+@dataclass(frozen=True)
+class BiasState:
+    node: int
+    since_lock: int
+
+
+class BiasList:
+    """An Aho-Corasick automaton over one request's names; a beam-search TokenScorer."""
+
+    def __init__(self, names: list[str], weight: float, goto: np.ndarray, depth: np.ndarray,
+                 is_end: np.ndarray, parent: np.ndarray, fail: np.ndarray):
+        self.names = names
+        self.weight = float(weight)
+        self.goto = goto          # (nodes, V) int32: the automaton's transition (failure arcs folded in)
+        self.depth = depth        # (nodes,) characters from the root
+        self.is_end = is_end      # (nodes,) a name (with its trailing boundary) ends here
+        self.parent = parent      # (nodes,) trie parent (-1 at the root)
+        self.fail = fail          # (nodes,) failure arc: longest proper suffix that is a trie node
+        self.max_depth = int(depth.max())
+        self._start = int(goto[0, _SPACE])
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def compile(cls, names, weight: float = 1.5, source: str = "bias list") -> "BiasList":
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (
+                WEIGHT_RANGE[0] <= weight <= WEIGHT_RANGE[1]):
+            raise ConfigError(f"{source}: boost weight = {weight!r}; allowed: a number in "
+                              f"[{WEIGHT_RANGE[0]}, {WEIGHT_RANGE[1]}] (log-prob units per token)")
+        names = normalize_names(names, source)
+        children: list[dict[int, int]] = [{}]
+        depth, parent, is_end = [0], [-1], [False]
+        for name in names:
+            node = 0
+            for ch in f" {name} ":
+                tok = _INDEX[ch]
+                nxt = children[node].get(tok)
+                if nxt is None:
+                    nxt = children[node][tok] = len(children)
+                    children.append({})
+                    depth.append(depth[node] + 1)
+                    parent.append(node)
+                    is_end.append(False)
+                node = nxt
+            is_end[node] = True
+        n = len(children)
+        goto = np.zeros((n, VOCAB_SIZE), np.int32)
+        fail = np.zeros(n, np.int32)
+        # Breadth-first: a node's failure arc points to a shallower node whose row is final.
+        queue = deque()
+        for tok, child in children[0].items():
+            goto[0, tok] = child
+            queue.append(child)
+        while queue:
+            u = queue.popleft()
+            goto[u] = goto[fail[u]]
+            for tok, child in children[u].items():
+                fail[child] = goto[fail[u], tok] if u else 0
+                goto[u, tok] = child
+                queue.append(child)
+        goto[:, BLANK] = np.arange(n)  # blank never reaches a scorer; keep the state if it does
+        return cls(names, weight, goto, np.array(depth, np.int32), np.array(is_end, bool),
+                   np.array(parent, np.int32), fail)
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.goto.shape[0])
+
+    def node_text(self, node: int) -> str:
+        chars = []
+        while node > 0:
+            p = int(self.parent[node])
+            chars.append(VOCAB[int(np.flatnonzero(self.goto[p] == node)[0])] if p >= 0 else "")
+            node = p
+        return "".join(reversed(chars))
+
+    # ------------------------------------------------------------------ TokenScorer
+    def _pending(self, node: int, since_lock: int) -> float:
+        return self.weight * max(0, min(int(self.depth[node]) - 1, since_lock))
+
+    def initial_state(self) -> BiasState:
+        # The start of the utterance is a word boundary: as if a space had just been read.
+        return BiasState(self._start, 0)
+
+    def advance(self, state: BiasState, token: int) -> tuple[float, BiasState]:
+        node = int(self.goto[state.node, token])
+        before = self._pending(state.node, state.since_lock)
+        since = min(state.since_lock + 1, self.max_depth)
+        after = self._pending(node, since)
+        if self.is_end[node]:
+            return after - before, BiasState(node, 0)   # name complete: its boost is locked in
+        return after - before, BiasState(node, since)
+
+    def final(self, state: BiasState) -> float:
+        pending = self._pending(state.node, state.since_lock)
+        nxt = int(self.goto[state.node, _SPACE])
+        if self.is_end[nxt] and self.depth[nxt] == self.depth[state.node] + 1:
+            # a whole name but for its trailing boundary: keep it, and grant the boundary too
+            return self._pending(nxt, state.since_lock + 1) - pending
+        return -pending
+
+    def total_bonus(self, tokens) -> float:
+        """The bonus a hypothesis with these tokens gets in all (tokens' bonuses + final)."""
+        s, total = self.initial_state(), 0.0
+        for t in tokens:
+            b, s = self.advance(s, int(t))
+            total += b
+        return total + self.final(s)
+
+    def matches(self, text: str) -> list[str]:
+        """Names found in `text` as whole words (left to right, overlapping allowed)."""
+        found, node = [], self._start
+        for ch in f"{text} ":
+            node = int(self.goto[node, _INDEX[ch]])
+            v = node
+            while v > 0:  # report every name ending here (the failure chain holds the shorter ones)
+                if self.is_end[v]:
+                    found.append(self.node_text(v).strip())
+                v = int(self.fail[v])
+        return found
+
+
+__all__ = ["BiasList", "BiasState", "normalize_names", "load_names", "MAX_NAMES", "MAX_NAME_CHARS"]

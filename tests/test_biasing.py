@@ -1,0 +1,270 @@
+"""Context biasing: the Aho-Corasick prefix tree (failure arcs, boost withdrawal), shallow
+fusion in beam search, and bad bias lists."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from asr import text as asr_text
+from asr.decode import BeamSearch, beam_search
+from asr.decode.biasing import MAX_NAME_CHARS, MAX_NAMES, BiasList, load_names, normalize_names
+from asr.text import BLANK, VOCAB_SIZE
+from azsim.errors import AzsimError, ConfigError
+
+
+def _toks(s):
+    return asr_text.encode(s)
+
+
+def _walk(bias, s):
+    """Per-token bonuses and the state after each token."""
+    st, out = bias.initial_state(), []
+    for t in _toks(s):
+        b, st = bias.advance(st, t)
+        out.append((b, st))
+    return out
+
+
+# ------------------------------------------------------------------ the automaton
+def test_failure_arcs_point_to_longest_suffix_prefix():
+    bias = BiasList.compile(["ann", "anna bell", "bella"])
+    for node in range(1, bias.num_nodes):
+        text, fail_text = bias.node_text(node), bias.node_text(int(bias.fail[node]))
+        assert text.endswith(fail_text) and len(fail_text) < len(text)
+        # no longer proper suffix of `text` is a node of the trie
+        nodes = {bias.node_text(v) for v in range(bias.num_nodes)}
+        longer = [text[i:] for i in range(1, len(text)) if len(text[i:]) > len(fail_text)]
+        assert not any(s in nodes for s in longer)
+    # " anna bel" fails on "x"... but " anna bell" then " bella"-style overlaps follow arcs:
+    node = [st.node for _, st in _walk(bias, "anna bell")][-1]
+    assert bias.node_text(node) == " anna bell"
+    assert bias.node_text(int(bias.fail[node])) == " bell"
+
+
+def test_matches_whole_words_only_and_overlaps():
+    bias = BiasList.compile(["ann", "anna bell", "bella", "bell"])
+    assert bias.matches("call anna bell now") == ["anna bell", "bell"]
+    assert bias.matches("call joanna") == []          # "ann" inside a word does not count
+    assert bias.matches("ann") == ["ann"]              # start and end of text are boundaries
+    assert bias.matches("bella and ann") == ["bella", "ann"]
+
+
+def test_boost_per_matched_token_and_locked_when_complete():
+    w = 2.0
+    bias = BiasList.compile(["john"], weight=w)
+    steps = _walk(bias, "call john now")
+    bonuses = [b for b, _ in steps]
+    # "call " earns nothing (no name starts with c), "john" earns w per char, the trailing
+    # space completes the name (w, locked), "now" earns nothing.
+    assert bonuses == pytest.approx([0, 0, 0, 0, 0, w, w, w, w, w, 0, 0, 0])
+    assert steps[9][1].since_lock == 0                  # locked
+    assert bias.final(steps[-1][1]) == 0.0
+    assert bias.total_bonus(_toks("call john now")) == pytest.approx(5 * w)
+
+
+def test_unfinished_match_is_withdrawn():
+    w = 1.5
+    bias = BiasList.compile(["johnson"], weight=w)
+    steps = _walk(bias, "call john now")
+    bonuses = [b for b, _ in steps]
+    # "john" earns 4w, the space breaks " johnson": the whole 4w is withdrawn at once.
+    assert bonuses[5:9] == pytest.approx([w] * 4)
+    assert bonuses[9] == pytest.approx(-4 * w)
+    assert bias.total_bonus(_toks("call john now")) == pytest.approx(0.0)
+    # ending the utterance inside a match withdraws it in final()
+    steps = _walk(bias, "call john")
+    assert sum(b for b, _ in steps) == pytest.approx(4 * w)
+    assert bias.final(steps[-1][1]) == pytest.approx(-4 * w)
+    assert bias.total_bonus(_toks("call john")) == pytest.approx(0.0)
+
+
+def test_name_at_end_of_utterance_keeps_its_boost():
+    w = 1.0
+    bias = BiasList.compile(["john"], weight=w)
+    assert bias.total_bonus(_toks("call john")) == pytest.approx(5 * w)   # boundary granted
+    assert bias.total_bonus(_toks("call johnny")) == pytest.approx(0.0)
+
+
+def test_failure_arc_keeps_the_boost_of_the_suffix_that_still_matches():
+    w = 1.0
+    bias = BiasList.compile(["al green", "greene"], weight=w)
+    steps = _walk(bias, "al greene")
+    # " al green" partial: a l ' ' g r e e n = 8w; then "e" breaks it, the failure arc goes to
+    # " greene" (a name that is a suffix): its 6 chars stay boosted, "al " (3w) is withdrawn,
+    # and the new token earns w.
+    assert sum(b for b, _ in steps[:8]) == pytest.approx(8 * w)
+    assert steps[8][0] == pytest.approx(-3 * w + w)
+    assert bias.node_text(steps[8][1].node) == " greene"
+    assert bias.total_bonus(_toks("al greene")) == pytest.approx(7 * w)   # " greene " complete
+
+
+def test_prefix_name_then_longer_name():
+    w = 1.0
+    bias = BiasList.compile(["john", "john smith"], weight=w)
+    # "john " completes (5w locked), "smith " continues the longer name: 6 more tokens
+    assert bias.total_bonus(_toks("call john smith")) == pytest.approx(11 * w)
+    # "john s" then a break: only " s"'s 1w is withdrawn, john's 5w stay
+    assert bias.total_bonus(_toks("call john sat")) == pytest.approx(5 * w)
+
+
+def test_no_double_boost_over_a_locked_name():
+    w = 1.0
+    bias = BiasList.compile(["mary ann", "ann eve"], weight=w)
+    # " mary ann " completes (9w); the failure arc then sits on " ann e..." but only tokens
+    # after the lock earn a boost: "eve " 4w more.
+    assert bias.total_bonus(_toks("mary ann eve")) == pytest.approx(9 * w + 4 * w)
+
+
+def test_random_texts_net_bonus_is_weight_times_matched_tokens():
+    """Property: the total bonus never exceeds weight x (tokens) and is zero without a match."""
+    rng = np.random.default_rng(0)
+    names = ["ann", "bob", "anna", "bobby tables", "kathleen bailey", "o'neil"]
+    bias = BiasList.compile(names, weight=1.0)
+    words = ["ann", "anna", "bob", "bobby", "tables", "kathleen", "bailey", "kath", "o'neil", "call", "x"]
+    for _ in range(300):
+        text = " ".join(rng.choice(words, size=int(rng.integers(1, 6))))
+        total = bias.total_bonus(_toks(text))
+        assert -1e-9 <= total <= len(text) + 1 + 1e-9
+        if not bias.matches(text):
+            assert total == pytest.approx(0.0)
+        else:
+            assert total > 0
+
+
+# ------------------------------------------------------------------ shallow fusion in search
+class FrameModel:
+    """Joint = the encoder frame's own log-probs (the predictor is ignored): a fixed lattice of
+    per-frame choices, so we know exactly which spelling the acoustics prefer."""
+
+    vocab_size, blank = VOCAB_SIZE, BLANK
+
+    def encoder_init(self):
+        return None
+
+    def encode(self, x, state):
+        return np.asarray(x, np.float32), state
+
+    def predictor_init(self):
+        return None
+
+    def predict(self, token, state):
+        return np.zeros(VOCAB_SIZE, np.float32), state
+
+    def joint(self, enc, pred):
+        return np.asarray(enc, np.float32) + 0 * np.asarray(pred, np.float32)
+
+
+def _frames(spec):
+    """spec: list of {char: prob}; the rest of each frame's mass goes to blank."""
+    rows = []
+    for d in spec:
+        p = np.full(VOCAB_SIZE, 1e-6)
+        for ch, q in d.items():
+            p[asr_text.encode(ch)[0]] = q
+        p[BLANK] = max(1e-6, 1.0 - sum(d.values()))
+        rows.append(np.log(p / p.sum()))
+    return np.array(rows, np.float32)
+
+
+def _john_or_jon():
+    # "call jo(h)n": the acoustics prefer no "h" (0.3 vs blank 0.7)
+    spec = [{c: 0.9} for c in "call jo"] + [{"h": 0.3}] + [{"n": 0.9}]
+    return _frames(spec)
+
+
+def test_biasing_recovers_a_name_the_acoustics_slightly_disfavour():
+    model, enc = FrameModel(), _john_or_jon()
+    plain = beam_search(model, enc, beam=4, max_symbols_per_frame=1)
+    assert plain[0].text == "call jon"
+    bias = BiasList.compile(["john", "mary"], weight=1.0)
+    biased = beam_search(model, enc, beam=4, max_symbols_per_frame=1, scorer=bias)
+    assert biased[0].text == "call john"
+    assert biased[0].bonus == pytest.approx(5.0)          # j o h n + boundary, kept
+    assert biased[0].log_prob == pytest.approx(biased[0].score - 5.0)
+
+
+def test_biasing_with_unrelated_names_changes_nothing():
+    model, enc = FrameModel(), _john_or_jon()
+    plain = beam_search(model, enc, beam=4, max_symbols_per_frame=1)
+    bias = BiasList.compile(["mary", "zoe", "kitchen light"], weight=3.0)
+    biased = beam_search(model, enc, beam=4, max_symbols_per_frame=1, scorer=bias)
+    assert [h.text for h in biased] == [h.text for h in plain]
+    assert [h.score for h in biased] == pytest.approx([h.score for h in plain])
+
+
+def test_unfinished_match_withdrawn_in_search():
+    """'jonas' is in the list; the audio says 'jon' then stops: the partial boost of 'jon'
+    is withdrawn at the end, so the final score is the plain log-prob."""
+    model, enc = FrameModel(), _john_or_jon()
+    bias = BiasList.compile(["jonas"], weight=2.0)
+    search = BeamSearch(model, beam=4, max_symbols_per_frame=1, scorer=bias)
+    search.advance(enc)
+    best_running = search.best
+    assert best_running.text == "call jon" and best_running.bonus == pytest.approx(6.0)
+    final = search.nbest()
+    top = next(h for h in final if h.text == "call jon")
+    assert top.bonus == pytest.approx(0.0)
+    assert top.score == pytest.approx(top.log_prob)
+
+
+def test_per_request_lists_are_independent():
+    model, enc = FrameModel(), _john_or_jon()
+    a = BiasList.compile(["john"], weight=1.0)
+    b = BiasList.compile(["jon"], weight=1.0)
+    assert beam_search(model, enc, beam=4, max_symbols_per_frame=1, scorer=a)[0].text == "call john"
+    assert beam_search(model, enc, beam=4, max_symbols_per_frame=1, scorer=b)[0].text == "call jon"
+
+
+def test_thousand_names_compile_and_score_fast():
+    import time
+    rng = np.random.default_rng(1)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    names = ["".join(rng.choice(letters, int(rng.integers(3, 9)))) + " "
+             + "".join(rng.choice(letters, int(rng.integers(3, 10)))) for _ in range(1000)]
+    t0 = time.perf_counter()
+    bias = BiasList.compile(names)
+    assert time.perf_counter() - t0 < 5.0
+    assert bias.num_nodes > 5000
+    assert bias.matches(f"call {names[123]} now") == [names[123]]
+
+
+# ------------------------------------------------------------------ bad lists
+@pytest.mark.parametrize("names, fragment", [
+    ([], "is empty"),
+    ("john", "must be a list"),
+    (42, "must be a list"),
+    (["john", 7], "entry 1 is int"),
+    (["john", b"mary"], "entry 1 is bytes"),
+    (["john", "   "], "entry 1"),
+    (["zoë"], "outside the recognizer's vocabulary"),
+    (["agent 007"], "spell digits out"),
+    (["x" * (MAX_NAME_CHARS + 1)], f"allowed: 1 to {MAX_NAME_CHARS}"),
+    (["n"] * (MAX_NAMES + 1), f"allowed: 1 to {MAX_NAMES}"),
+])
+def test_bad_bias_lists_raise_config_error(names, fragment):
+    with pytest.raises(ConfigError) as err:
+        BiasList.compile(names)
+    assert fragment in str(err.value)
+    assert isinstance(err.value, AzsimError)
+
+
+@pytest.mark.parametrize("weight", [-1.0, 100.0, "2", True, float("nan")])
+def test_bad_weight(weight):
+    with pytest.raises(ConfigError, match="boost weight"):
+        BiasList.compile(["john"], weight=weight)
+
+
+def test_normalization_and_dedup():
+    assert normalize_names(["John  Smith", "john smith", "O'Neil"]) == ["john smith", "o'neil"]
+
+
+def test_load_names_file(tmp_path):
+    p = tmp_path / "names.txt"
+    p.write_text("Kathleen Bailey\n\nfridge\n")
+    assert load_names(p) == ["kathleen bailey", "fridge"]
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_names(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_names(tmp_path / "missing.txt")
