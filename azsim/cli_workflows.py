@@ -102,6 +102,12 @@ def run_sweep(args) -> int:
     try:
         s = sweep.run(spec, results, jobs=args.jobs, client=client, progress=not args.quiet,
                       log=lambda m: print(m, file=sys.stderr, flush=True))
+    except KeyboardInterrupt:
+        from azsim.workflows.store import load_rows
+        n = sum(r["sweep"] == spec.name for r in load_rows(results))
+        print(f"\ninterrupted: {n} of {len(spec.points)} points are in {results}; "
+              "rerun the same command to continue", file=sys.stderr)
+        return 130
     finally:
         if client is not None:
             client.close()

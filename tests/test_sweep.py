@@ -407,3 +407,32 @@ rle = { bits = 8, format = "rle", sparsity = 0.6 }
     assert r.returncode == 0, r.stderr[-3000:]
     assert "8 point(s) evaluated" in r.stdout and "s per point" in r.stdout
     assert table(tmp_path / "local.db") == table(tmp_path / "dask.db")
+
+
+def test_ctrl_c_stops_promptly_and_says_how_to_continue(tmp_path):
+    spec_path = fake_spec(tmp_path, delay=0.25, rows=(8, 16, 32, 64), bws=(2.0, 4.0, 8.0))
+    db = tmp_path / "r.db"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
+    proc = subprocess.Popen([sys.executable, "-m", "azsim.cli", "sweep", str(spec_path), "--results", str(db),
+                             "--jobs", "2", "--quiet"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        time.sleep(0.1)
+        try:
+            if db.exists() and sqlite3.connect(db, timeout=1).execute(
+                    "SELECT count(*) FROM points").fetchone()[0] >= 2:
+                break
+        except sqlite3.OperationalError:
+            pass
+    t0 = time.time()
+    os.killpg(proc.pid, signal.SIGINT)           # what Ctrl-C in a terminal does
+    try:
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert time.time() - t0 < 10
+    assert proc.returncode == 130, err[-2000:]
+    assert "rerun the same command to continue" in err
+    assert len(load_rows(db)) < 24

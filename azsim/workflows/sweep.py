@@ -188,27 +188,37 @@ def _run_local(spec, by_recipe, s, finish, cache_dir: Path, jobs, log):
             for p in pts:
                 finish(p, *_eval_from_file(*args, paths[r], p.config))
         return
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        pending = {}
-        for r, pts in by_recipe.items():
-            if os.path.exists(paths[r]):
-                for p in pts:
-                    pending[pool.submit(_eval_from_file, *args, paths[r], p.config)] = ("pt", p)
+    pool = ProcessPoolExecutor(max_workers=jobs)
+    try:
+        _drain_local(pool, spec, by_recipe, s, finish, paths, args, log)
+    except BaseException:
+        # Ctrl-C or a failing evaluator: drop the queued points instead of finishing them
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _drain_local(pool, spec, by_recipe, s, finish, paths, args, log):
+    pending = {}
+    for r, pts in by_recipe.items():
+        if os.path.exists(paths[r]):
+            for p in pts:
+                pending[pool.submit(_eval_from_file, *args, paths[r], p.config)] = ("pt", p)
+        else:
+            pending[pool.submit(_prepare_to_file, *args, r, spec.recipes[r], paths[r])] = ("prep", r)
+    while pending:
+        ready, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for fut in ready:
+            kind, what = pending.pop(fut)
+            result = fut.result()   # an evaluator error stops the sweep: finished rows are kept
+            if kind == "prep":
+                s.prepare_s[what] = result
+                s.prepared += 1
+                log(f"prepared recipe {what} in {result:.1f} s")
+                for p in by_recipe[what]:
+                    pending[pool.submit(_eval_from_file, *args, paths[what], p.config)] = ("pt", p)
             else:
-                pending[pool.submit(_prepare_to_file, *args, r, spec.recipes[r], paths[r])] = ("prep", r)
-        while pending:
-            ready, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in ready:
-                kind, what = pending.pop(fut)
-                result = fut.result()   # an evaluator error stops the sweep: finished rows are kept
-                if kind == "prep":
-                    s.prepare_s[what] = result
-                    s.prepared += 1
-                    log(f"prepared recipe {what} in {result:.1f} s")
-                    for p in by_recipe[what]:
-                        pending[pool.submit(_eval_from_file, *args, paths[what], p.config)] = ("pt", p)
-                else:
-                    finish(what, *result)
+                finish(what, *result)
 
 
 def _dask_prepare(name, options, recipe_name, recipe):
