@@ -259,3 +259,41 @@ def quantize_from_corpus(fm, recipe: Recipe, corpus_dir, source: str = "") -> Qu
     rng = np.random.default_rng(cal.seed)
     pick = sorted(rng.choice(len(utts), size=min(cal.utterances, len(utts)), replace=False).tolist())
     return quantize(fm, recipe, calibration_set([utts[i] for i in pick]), source)
+
+
+def main(argv=None) -> int:
+    """python -m asr.quant.ptq --recipe R --out Q.npz [--model M] [--corpus DIR]"""
+    import argparse
+    import sys
+
+    from asr.quant import recipe as recipe_mod
+    from asr.quant.qmodel import QuantModel, load_any
+    from azsim.errors import AzsimError
+
+    ap = argparse.ArgumentParser(prog="python -m asr.quant.ptq",
+                                 description="Quantize a float RNN-T export with a recipe; write the "
+                                             "quantized .npz (what `azsim score --model` also takes).")
+    ap.add_argument("--model", default=None, help="float export (default: the shipped model)")
+    ap.add_argument("--recipe", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--corpus", default=None, help="built corpus directory (calibration utterances)")
+    a = ap.parse_args(argv)
+    try:
+        from azsim.workflows.score import DEFAULT_MODEL, _corpus_dir
+        model = a.model or str(DEFAULT_MODEL)
+        rec = recipe_mod.load(a.recipe)
+        fm = load_any(model)
+        if isinstance(fm, QuantModel):
+            raise ModelError(f"{model}: already quantized (expected a float export)")
+        qm = quantize_from_corpus(fm, rec, _corpus_dir(model, a.corpus, None), source=model)
+        qm.save(a.out)
+    except AzsimError as err:
+        print(f"asr.quant.ptq: error: {err}", file=sys.stderr)
+        return 2
+    print(f"{a.out}: {rec.name}, sparsity " + ", ".join(
+        f"{k} {v['sparsity']:.2f}" for k, v in qm.layer_meta.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
