@@ -146,7 +146,7 @@ def test_qat_forward_close_to_float_and_trains():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[-1] < losses[0]
     hyps = qm.greedy(x, lens)
     assert len(hyps) == 3 and all(isinstance(t, int) for h in hyps for t in h)
