@@ -77,7 +77,8 @@ class CompressConfig:
     weight_bits: int = 8
     act_quant: bool = True
     reg_weight: float = 0.0
-    reg_ramp_steps: int = 0
+    reg_balance: float = 0.0        # > 0: λ = reg_balance * |grad task| / |grad R| on the first batch
+    reg_ramp_steps: int = 0         # 0: λ grows linearly with the run's fraction done
     sparsity: float = 0.0
     pattern: str = "unstructured"
     prune_begin_step: int = 0
@@ -113,7 +114,10 @@ class CompressConfig:
             if c.sparsity:
                 raise ConfigError(f"{source}: sparsity = {c.sparsity} with pattern {c.pattern!r}: "
                                   "an N:M pattern sets the sparsity itself; give one of them")
-        _range(source, "reg_weight", c.reg_weight, 0.0, 1e4)
+        _range(source, "reg_weight", c.reg_weight, 0.0, 1e6)
+        _range(source, "reg_balance", c.reg_balance, 0.0, 1e3)
+        if c.mode == "reg" and c.method == "qat" and not (c.reg_weight or c.reg_balance):
+            raise ConfigError(f"{source}: mode = \"reg\" needs reg_weight > 0 or reg_balance > 0")
         _range(source, "kd_weight", c.kd_weight, 0.0, 1e4)
         _range(source, "kd_temperature", c.kd_temperature, 0.1, 100.0)
         _range(source, "unlabelled_fraction", c.unlabelled_fraction, 0.0, 1.0)
@@ -265,6 +269,18 @@ def _lr(cfg: FinetuneConfig, step: int, frac: float) -> float:
     return cfg.lr * warm * cos
 
 
+def _grad_ratio(net, task_loss) -> float:
+    """|d task / d W| / |d R / d W| over the quantized weights (R unweighted)."""
+    ws = list(net.quantized_weights().values())
+    g_task = torch.autograd.grad(task_loss, ws, retain_graph=True, allow_unused=True)
+    lam = net.reg_weight
+    net.reg_weight = 1.0
+    g_reg = torch.autograd.grad(net.penalty(), ws, allow_unused=True)
+    net.reg_weight = lam
+    norm = lambda gs: math.sqrt(sum(float((g ** 2).sum()) for g in gs if g is not None))
+    return norm(g_task) / max(norm(g_reg), 1e-12)
+
+
 def run(config_path, corpus_dir=None, out_root=None, runs_root=None, train_examples=None,
         dev_examples=None, echo: bool = True) -> dict:
     """Run one compression fine-tune; returns the summary (also written as summary.json).
@@ -395,7 +411,12 @@ def run(config_path, corpus_dir=None, out_root=None, runs_root=None, train_examp
             l_kd = distill.lattice_kd(logits, t_logits, x_lens, y_lens, cc.kd_temperature)
             loss = loss + cc.kd_weight * l_kd
         if isinstance(net, qat.QATRNNT) and cc.mode == "reg":
-            ramp = min(1.0, (step + 1) / cc.reg_ramp_steps) if cc.reg_ramp_steps else 1.0
+            if step == 0 and cc.reg_balance > 0:
+                net.reg_weight = cc.reg_balance * _grad_ratio(net, loss)
+                summary["reg_weight"] = net.reg_weight
+                log(f"reg_balance {cc.reg_balance}: lambda = {net.reg_weight:.4g} "
+                    "(|grad task| / |grad R| on the first batch, times reg_balance)")
+            ramp = min(1.0, (step + 1) / cc.reg_ramp_steps) if cc.reg_ramp_steps else min(1.0, frac)
             l_reg = ramp * net.penalty()
             loss = loss + l_reg
         opt.zero_grad(set_to_none=True)
