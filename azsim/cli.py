@@ -19,6 +19,7 @@ _COMMAND_MODULES = (
     "asr.cli",            # transcribe, train, eval
     "azsim.cli_score",  # score
     "azsim.cli_workflows",  # sweep, pareto, fit, report, compare
+    "azsim.cli_experiment",  # experiment (endpointing, biasing)
     "azsim.cli_table",      # table
 )
 
