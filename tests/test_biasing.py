@@ -36,7 +36,7 @@ def test_failure_arcs_point_to_longest_suffix_prefix():
         longer = [text[i:] for i in range(1, len(text)) if len(text[i:]) > len(fail_text)]
         assert not any(s in nodes for s in longer)
     # " anna bel" fails on "x"... but " anna bell" then " bella"-style overlaps follow arcs:
-    node = [st.node for _, st in _walk(bias, "anna bell")][-1]
+    node = [st[0] for _, st in _walk(bias, "anna bell")][-1]
     assert bias.node_text(node) == " anna bell"
     assert bias.node_text(int(bias.fail[node])) == " bell"
 
@@ -57,7 +57,7 @@ def test_boost_per_matched_token_and_locked_when_complete():
     # "call " earns nothing (no name starts with c), "john" earns w per char, the trailing
     # space completes the name (w, locked), "now" earns nothing.
     assert bonuses == pytest.approx([0, 0, 0, 0, 0, w, w, w, w, w, 0, 0, 0])
-    assert steps[9][1].since_lock == 0                  # locked
+    assert steps[9][1][1] == 0                  # locked
     assert bias.final(steps[-1][1]) == 0.0
     assert bias.total_bonus(_toks("call john now")) == pytest.approx(5 * w)
 
@@ -94,7 +94,7 @@ def test_failure_arc_keeps_the_boost_of_the_suffix_that_still_matches():
     # and the new token earns w.
     assert sum(b for b, _ in steps[:8]) == pytest.approx(8 * w)
     assert steps[8][0] == pytest.approx(-3 * w + w)
-    assert bias.node_text(steps[8][1].node) == " greene"
+    assert bias.node_text(steps[8][1][0]) == " greene"
     assert bias.total_bonus(_toks("al greene")) == pytest.approx(7 * w)   # " greene " complete
 
 

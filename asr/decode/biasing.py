@@ -20,7 +20,7 @@ How the boost works (the ``asr.decode.beam.TokenScorer`` protocol):
   withdrawn. At the end of the utterance (``final``), an unfinished match is withdrawn, except
   a name that is complete but for its trailing boundary.
 
-The scorer state is ``(node, since_lock)``: the automaton node, and how many tokens have been
+The scorer state is the tuple ``(node, since_lock)``: the automaton node, and how many tokens have been
 emitted since the last completed name (capped at the longest name). The unlocked boost is
 ``weight * min(depth(node) - 1, since_lock)``: of the current partial match, only the tokens
 after the last completed name hold a boost that may still be withdrawn. States are a function
@@ -32,8 +32,6 @@ scoring one token is two array lookups whatever the list size.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
-
 import numpy as np
 
 from asr.text import BLANK, VOCAB, VOCAB_SIZE
@@ -95,12 +93,6 @@ def load_names(path) -> list[str]:
     return normalize_names([ln for ln in text.splitlines() if ln.strip()], source=str(p))
 
 
-@dataclass(frozen=True)
-class BiasState:
-    node: int
-    since_lock: int
-
-
 class BiasList:
     """An Aho-Corasick automaton over one request's names; a beam-search TokenScorer."""
 
@@ -115,6 +107,11 @@ class BiasList:
         self.fail = fail          # (nodes,) failure arc: longest proper suffix that is a trie node
         self.max_depth = int(depth.max())
         self._start = int(goto[0, _SPACE])
+        # Python lists: scoring runs per beam candidate, and list indexing of ints is several
+        # times faster than numpy scalar indexing.
+        self._goto = goto.tolist()
+        self._depth1 = (depth - 1).tolist()
+        self._is_end = is_end.tolist()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -171,28 +168,32 @@ class BiasList:
         return "".join(reversed(chars))
 
     # ------------------------------------------------------------------ TokenScorer
+    # A state is the tuple (node, since_lock) (module doc); plain tuples keep scoring cheap.
     def _pending(self, node: int, since_lock: int) -> float:
-        return self.weight * max(0, min(int(self.depth[node]) - 1, since_lock))
+        d = self._depth1[node]
+        return self.weight * (d if d < since_lock else since_lock) if d > 0 else 0.0
 
-    def initial_state(self) -> BiasState:
+    def initial_state(self) -> tuple[int, int]:
         # The start of the utterance is a word boundary: as if a space had just been read.
-        return BiasState(self._start, 0)
+        return (self._start, 0)
 
-    def advance(self, state: BiasState, token: int) -> tuple[float, BiasState]:
-        node = int(self.goto[state.node, token])
-        before = self._pending(state.node, state.since_lock)
-        since = min(state.since_lock + 1, self.max_depth)
-        after = self._pending(node, since)
-        if self.is_end[node]:
-            return after - before, BiasState(node, 0)   # name complete: its boost is locked in
-        return after - before, BiasState(node, since)
+    def advance(self, state: tuple[int, int], token: int) -> tuple[float, tuple[int, int]]:
+        node, since = state
+        nxt = self._goto[node][token]
+        before = self._pending(node, since)
+        since = since + 1 if since < self.max_depth else since
+        after = self._pending(nxt, since)
+        if self._is_end[nxt]:
+            return after - before, (nxt, 0)     # name complete: its boost is locked in
+        return after - before, (nxt, since)
 
-    def final(self, state: BiasState) -> float:
-        pending = self._pending(state.node, state.since_lock)
-        nxt = int(self.goto[state.node, _SPACE])
-        if self.is_end[nxt] and self.depth[nxt] == self.depth[state.node] + 1:
+    def final(self, state: tuple[int, int]) -> float:
+        node, since = state
+        pending = self._pending(node, since)
+        nxt = self._goto[node][_SPACE]
+        if self._is_end[nxt] and self._depth1[nxt] == self._depth1[node] + 1:
             # a whole name but for its trailing boundary: keep it, and grant the boundary too
-            return self._pending(nxt, state.since_lock + 1) - pending
+            return self._pending(nxt, since + 1) - pending
         return -pending
 
     def total_bonus(self, tokens) -> float:
@@ -216,4 +217,4 @@ class BiasList:
         return found
 
 
-__all__ = ["BiasList", "BiasState", "normalize_names", "load_names", "MAX_NAMES", "MAX_NAME_CHARS"]
+__all__ = ["BiasList", "normalize_names", "load_names", "MAX_NAMES", "MAX_NAME_CHARS"]

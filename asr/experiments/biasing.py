@@ -1,0 +1,396 @@
+"""`azsim experiment biasing`: contextual biasing with the user's contact and appliance names.
+
+Test sets (synthesized here with eSpeak NG in the corpus's *test* voices, never heard in
+training; cached under ``<corpus>/biasing/``):
+- ``names``: commands naming a contact (call / message templates of asr.data.grammar) that
+  occurs at most once in the training transcripts (most occur never), or an appliance that is
+  among the rarest in training or absent from it (NOVEL_APPLIANCES);
+- ``no_names``: commands of the grammar's intents without a contact or appliance slot.
+A small tuning set of both kinds in the *dev* voices picks the boost weight (lowest summed
+WER over WEIGHTS), so the test sets are not used for tuning.
+
+Each utterance is one request with its own bias list: the names the utterance contains (for
+``names``) plus distractors (other contacts and appliances, then random first name + surname
+pairs) up to LIST_SIZE names; ``no_names`` utterances get a list of the same size (so false
+boosts show up). A list of LARGE_LIST_SIZE names measures the decode-time cost.
+
+Decoding: the float model on the host (biasing acts on the host's beam search; the encoder
+output is computed once per utterance and shared by all conditions). Decode time is the beam
+search's host time per utterance, conditions interleaved utterance by utterance so that load
+from other processes hits all of them alike.
+
+Neural biasing (``asr.decode.neural_bias``), when its fine-tuned model file exists, is
+reported as a further row, with its chip cost from an azsim graph of its matmuls.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from asr.experiments import common as C
+
+LIST_SIZE = 100
+LARGE_LIST_SIZE = 1000
+WEIGHTS = (0.5, 1.0, 1.5, 2.0, 3.0)
+RARE_MAX_TRAIN_COUNT = 1
+RAREST_APPLIANCES = 10
+NOVEL_APPLIANCES = ("dehumidifier", "espresso machine", "robot vacuum", "garage door opener",
+                    "sprinkler", "aquarium pump", "space heater", "bread maker", "tumble dryer",
+                    "electric blanket", "soundbar", "chandelier", "sound machine", "hot tub",
+                    "pool pump", "waffle iron", "foot spa", "record player", "lava lamp", "jukebox")
+QUICK = {"n_test": 50, "n_tune": 20}
+FULL = {"n_test": 200, "n_tune": 50}
+_CACHE_VERSION = 1
+
+_CONTACT_TEMPLATES = ("call {c}", "call {c} please", "phone {c}", "give {c} a call", "ring {c}",
+                      "call {c} on mobile", "send a message to {c} saying {m}", "text {c} {m}",
+                      "message {c} {m}")
+_APPLIANCE_TEMPLATES = ("turn on the {r} {a}", "turn off the {a}", "switch on the {a}",
+                        "switch off the {a} in the {r}", "turn the {a} on in the {r}",
+                        "turn the {a} off")
+_NAME_INTENTS = {"call_contact", "send_message", "turn_on", "turn_off"}
+
+
+# ------------------------------------------------------------------ names and lists
+def train_counts(corpus_dir) -> tuple[dict, dict]:
+    contacts, appliances = {}, {}
+    with open(Path(corpus_dir) / "train.jsonl") as fh:
+        for line in fh:
+            s = json.loads(line).get("slots") or {}
+            if "contact" in s:
+                contacts[s["contact"]] = contacts.get(s["contact"], 0) + 1
+            if "appliance" in s:
+                appliances[s["appliance"]] = appliances.get(s["appliance"], 0) + 1
+    return contacts, appliances
+
+
+def rare_names(corpus_dir) -> tuple[list[str], list[str], dict]:
+    from asr.data import grammar
+    lists = grammar.slot_lists()
+    cc, ac = train_counts(corpus_dir)
+    contacts = [c for c in lists["contact"] if cc.get(c, 0) <= RARE_MAX_TRAIN_COUNT]
+    known = set(lists["appliance"])
+    rare_app = sorted(lists["appliance"], key=lambda a: (ac.get(a, 0), a))[:RAREST_APPLIANCES]
+    novel = [a for a in NOVEL_APPLIANCES if a not in known]
+    counts = {"contacts_rare": len(contacts),
+              "contacts_absent": sum(1 for c in contacts if cc.get(c, 0) == 0),
+              "appliances_rare": len(rare_app), "appliances_absent": len(novel),
+              "rare_appliance_train_counts": {a: ac.get(a, 0) for a in rare_app}}
+    return contacts, rare_app + novel, counts
+
+
+def distractor_pool(seed: int, extra_appliances) -> list[str]:
+    """Every contact and appliance, then random first name + surname pairs (to 5,000)."""
+    from asr.data import grammar
+    lists = grammar.slot_lists()
+    pool = list(dict.fromkeys(list(lists["contact"]) + list(lists["appliance"]) + list(extra_appliances)))
+    rng = np.random.default_rng([seed, 31])
+    first, last = lists["first_name"], lists["surname"]
+    seen = set(pool)
+    while len(pool) < 5000:
+        n = f"{first[int(rng.integers(len(first)))]} {last[int(rng.integers(len(last)))]}"
+        if n not in seen:
+            seen.add(n)
+            pool.append(n)
+    return pool
+
+
+def bias_list(names: list[str], size: int, pool: list[str], rng) -> list[str]:
+    out = list(dict.fromkeys(names))
+    chosen = set(out)
+    for i in rng.permutation(len(pool)):
+        if len(out) >= size:
+            break
+        if pool[i] not in chosen:
+            out.append(pool[i])
+            chosen.add(pool[i])
+    return [out[i] for i in rng.permutation(len(out))]   # the true name is not first
+
+
+# ------------------------------------------------------------------ synthesis
+def _texts(kind: str, n: int, rng, contacts, appliances) -> list[dict]:
+    from asr.data import grammar
+    lists = grammar.slot_lists()
+    out = []
+    while len(out) < n:
+        if kind == "names":
+            if rng.random() < 2 / 3:
+                c = contacts[int(rng.integers(len(contacts)))]
+                m = grammar.zipf_choice(rng, lists["message"])
+                t = _CONTACT_TEMPLATES[int(rng.integers(len(_CONTACT_TEMPLATES)))].format(c=c, m=m)
+                out.append({"text": t, "names": [c]})
+            else:
+                a = appliances[int(rng.integers(len(appliances)))]
+                r = grammar.zipf_choice(rng, lists["room"])
+                t = _APPLIANCE_TEMPLATES[int(rng.integers(len(_APPLIANCE_TEMPLATES)))].format(a=a, r=r)
+                out.append({"text": t, "names": [a]})
+        else:
+            text, intent, _slots = grammar.sample(rng)
+            if intent not in _NAME_INTENTS:
+                out.append({"text": text, "names": []})
+    return out
+
+
+def _synth(text, voice, rng) -> np.ndarray:
+    from scipy.signal import resample_poly
+    from asr.data.synth import synthesize
+    from asr.features import features
+    x = resample_poly(synthesize(text, voice), 320, 441).astype(np.float32)
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    if peak > 0:
+        x = x * (rng.uniform(0.2, 0.9) / peak)
+    pcm = np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)   # what a WAV would hold
+    return features(pcm.astype(np.float32) / 32768.0, C.RATE_HZ)
+
+
+def build_sets(corpus_dir, n_test: int, n_tune: int, seed: int, progress: bool) -> tuple[dict, dict]:
+    """{'names', 'no_names', 'tune_names', 'tune_no_names'}: lists of {text, names, voice, feats}."""
+    from tqdm import tqdm
+    from asr.data import corpus as corpus_mod
+    from asr.data.synth import ENGLISH_BASES, Voice
+    corpus_dir = Path(corpus_dir)
+    cfg = json.loads((corpus_dir / "config.json").read_text())
+    pools = corpus_mod.voice_pools(corpus_mod.resolve_config(cfg))
+    contacts, appliances, counts = rare_names(corpus_dir)
+    key = hashlib.sha256(json.dumps([_CACHE_VERSION, n_test, n_tune, seed, contacts, appliances,
+                                     pools["test"], pools["dev"]]).encode()).hexdigest()[:12]
+    cache = corpus_dir / "biasing" / f"sets-{key}.npz"
+    specs = {"names": ("names", n_test, "test"), "no_names": ("no_names", n_test, "test"),
+             "tune_names": ("names", n_tune, "dev"), "tune_no_names": ("no_names", n_tune, "dev")}
+    if cache.exists():
+        with np.load(cache, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            sets = {}
+            for name in specs:
+                feats, offs = z[f"{name}_feats"], z[f"{name}_offsets"]
+                sets[name] = [{**m, "feats": feats[offs[i]:offs[i + 1]].astype(np.float32)}
+                              for i, m in enumerate(meta[name])]
+        return sets, counts
+    sets = {}
+    total = sum(s[1] for s in specs.values())
+    bar = tqdm(total=total, desc="synthesize biasing sets", unit="utt", file=sys.stderr,
+               disable=not progress, leave=False)
+    for k, (name, (kind, n, pool)) in enumerate(specs.items()):
+        rng = np.random.default_rng([seed, 41, k])
+        rows = []
+        for item in _texts(kind, n, rng, contacts, appliances):
+            voice = Voice(ENGLISH_BASES[int(rng.integers(len(ENGLISH_BASES)))],
+                          pools[pool][int(rng.integers(len(pools[pool])))],
+                          int(rng.integers(cfg["rate_wpm"][0], cfg["rate_wpm"][1] + 1)),
+                          int(rng.integers(cfg["pitch"][0], cfg["pitch"][1] + 1)))
+            rows.append({**item, "voice": voice.name, "feats": _synth(item["text"], voice, rng)})
+            bar.update(1)
+        sets[name] = rows
+    bar.close()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    arrays, meta = {}, {}
+    for name, rows in sets.items():
+        lens = [r["feats"].shape[0] for r in rows]
+        arrays[f"{name}_feats"] = (np.concatenate([r["feats"] for r in rows]) if rows
+                                   else np.zeros((0, 240))).astype(np.float16)
+        arrays[f"{name}_offsets"] = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        meta[name] = [{k: v for k, v in r.items() if k != "feats"} for r in rows]
+    tmp = cache.with_name(cache.name + ".tmp.npz")
+    np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
+    tmp.replace(cache)
+    # the cached float16 features are what later runs see: use them now too
+    for name, rows in sets.items():
+        for r in rows:
+            r["feats"] = r["feats"].astype(np.float16).astype(np.float32)
+    return sets, counts
+
+
+# ------------------------------------------------------------------ decoding
+def decode(model, enc, scorer, beam):
+    from asr.decode import BeamSearch
+    t0 = time.perf_counter()
+    s = BeamSearch(model, beam, scorer=scorer)
+    s.advance(enc)
+    text = s.nbest()[0].text
+    return text, time.perf_counter() - t0
+
+
+def name_recall(rows, hyps) -> float | None:
+    hits = total = 0
+    for r, h in zip(rows, hyps):
+        for n in r["names"]:
+            total += 1
+            hits += f" {n} " in f" {h} "
+    return hits / total if total else None
+
+
+def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int | None = None,
+        beam: int = 4, seed: int = 0, corpus=None, config=None, neural=None, progress: bool = True) -> dict:
+    from tqdm import tqdm
+    from asr.decode.biasing import BiasList
+    from asr.metrics import error_rates
+    from azsim.errors import ConfigError
+
+    sizes = dict(QUICK if quick else FULL)
+    if n_test is not None:
+        sizes["n_test"] = int(n_test)
+    if n_tune is not None:
+        sizes["n_tune"] = int(n_tune)
+    if sizes["n_test"] < 1 or sizes["n_tune"] < 1:
+        raise ConfigError(f"--n-test {sizes['n_test']} / --n-tune {sizes['n_tune']}: need >= 1")
+    clock = C.Clock()
+    model_path = C.resolve_model(model)
+    corpus_dir = C.corpus_dir_for(model_path, corpus, config)
+    fm = C.load_float(model_path)
+    sets, name_counts = build_sets(corpus_dir, sizes["n_test"], sizes["n_tune"], seed, progress)
+    t_sets = clock()
+    pool = distractor_pool(seed, NOVEL_APPLIANCES)
+    for k, name in enumerate(("names", "no_names", "tune_names", "tune_no_names")):
+        for i, r in enumerate(sets[name]):
+            r["enc"] = fm.encode(r["feats"], fm.encoder_init())[0]
+            rng = np.random.default_rng([seed, 51, k, i])
+            r["list"] = bias_list(r["names"], LIST_SIZE, pool, rng)
+            r["list_large"] = bias_list(r["names"], LARGE_LIST_SIZE, pool, rng)
+
+    # --- tune the boost weight on the dev-voice sets
+    tune_rows = []
+    for w in WEIGHTS:
+        wers = {}
+        for name in ("tune_names", "tune_no_names"):
+            rows = sets[name]
+            hyps = [decode(fm, r["enc"], BiasList.compile(r["list"], w), beam)[0] for r in rows]
+            wers[name] = error_rates([r["text"] for r in rows], hyps)["wer"]
+        tune_rows.append({"weight": w, **wers})
+    base_tune = {name: error_rates([r["text"] for r in sets[name]],
+                                   [decode(fm, r["enc"], None, beam)[0] for r in sets[name]])["wer"]
+                 for name in ("tune_names", "tune_no_names")}
+    best_w = min(tune_rows, key=lambda r: (r["tune_names"] + r["tune_no_names"], r["weight"]))["weight"]
+
+    # --- the test sets: baseline, shallow fusion (LIST_SIZE and LARGE_LIST_SIZE names)
+    conds = ("none", f"sf-{LIST_SIZE}", f"sf-{LARGE_LIST_SIZE}")
+    results = {}
+    for name in ("names", "no_names"):
+        rows = sets[name]
+        hyps = {c: [] for c in conds}
+        secs = {c: 0.0 for c in conds}
+        compile_s = 0.0
+        for r in tqdm(rows, desc=f"biasing {name}", unit="utt", file=sys.stderr,
+                      disable=not progress, leave=False):
+            t0 = time.perf_counter()
+            small = BiasList.compile(r["list"], best_w)
+            large = BiasList.compile(r["list_large"], best_w)
+            compile_s += time.perf_counter() - t0
+            for c, scorer in zip(conds, (None, small, large)):
+                text, s = decode(fm, r["enc"], scorer, beam)
+                hyps[c].append(text)
+                secs[c] += s
+        refs = [r["text"] for r in rows]
+        frames = sum(r["enc"].shape[0] for r in rows)
+        results[name] = {c: {**error_rates(refs, hyps[c]), "name_recall": name_recall(rows, hyps[c]),
+                             "decode_ms_per_utt": 1e3 * secs[c] / len(rows),
+                             "decode_ms_per_frame": 1e3 * secs[c] / frames,
+                             "examples": [{"ref": a, "hyp": b} for a, b in list(zip(refs, hyps[c]))[:3]]}
+                         for c in conds}
+        results[name]["compile_ms_per_request"] = 1e3 * compile_s / len(rows) / 2
+
+    neural_result = None
+    if neural is not False:
+        try:
+            from asr.decode import neural_bias
+            neural_result = neural_bias.evaluate_experiment(sets, fm, model_path, beam, seed,
+                                                            path=neural, progress=progress)
+        except (ImportError, AttributeError, FileNotFoundError) as err:
+            neural_result = {"skipped": f"{type(err).__name__}: {err}"}
+
+    rows = []
+    base_names = results["names"]["none"]["wer"]
+    base_none = results["no_names"]["none"]["wer"]
+    base_ms = results["names"]["none"]["decode_ms_per_utt"] + results["no_names"]["none"]["decode_ms_per_utt"]
+    for c in conds:
+        n, o = results["names"][c], results["no_names"][c]
+        ms = n["decode_ms_per_utt"] + o["decode_ms_per_utt"]
+        rows.append({"method": {"none": "no biasing", conds[1]: f"shallow fusion, {LIST_SIZE} names",
+                                conds[2]: f"shallow fusion, {LARGE_LIST_SIZE} names"}[c],
+                     "weight": None if c == "none" else best_w,
+                     "wer_names": n["wer"], "wer_no_names": o["wer"], "name_recall": n["name_recall"],
+                     "rel_wer_reduction_names": (base_names - n["wer"]) / base_names if base_names else None,
+                     "abs_wer_change_no_names": o["wer"] - base_none,
+                     "decode_ms_per_utt": ms / 2, "decode_time_ratio": ms / base_ms})
+    if neural_result and "rows" in neural_result:
+        for r in neural_result["rows"]:
+            r["rel_wer_reduction_names"] = ((base_names - r["wer_names"]) / base_names
+                                            if base_names and r.get("wer_names") is not None else None)
+            rows.append(r)
+    sf, sf_large = rows[1], rows[2]
+    goals = {
+        "names_rel_wer_reduction_ge_30pct": bool(sf["rel_wer_reduction_names"] is not None
+                                                 and sf["rel_wer_reduction_names"] >= 0.30),
+        "no_names_abs_wer_increase_le_0.2": bool(sf["abs_wer_change_no_names"] <= 0.002),
+        "large_list_extra_time_le_20pct": bool(sf_large["decode_time_ratio"] <= 1.20),
+    }
+    return {"experiment": "biasing", "quick": quick, "model": str(model_path), "corpus": str(corpus_dir),
+            "beam": beam, "seed": seed, "n_test": sizes["n_test"], "n_tune": sizes["n_tune"],
+            "list_size": LIST_SIZE, "large_list_size": LARGE_LIST_SIZE, "names": name_counts,
+            "tuning": {"weights": tune_rows, "baseline": base_tune, "chosen_weight": best_w},
+            "rows": rows, "details": results, "neural": neural_result, "goals": goals,
+            "goal_note": "'0.2 absolute WER' read as 0.2 percentage points (0.002)",
+            "seconds": {"sets": t_sets, "total": clock()}}
+
+
+def format_tables(r: dict) -> str:
+    t1 = C.format_table(r["rows"], [
+        ("method", "method", "s"), ("weight", "weight", "g"),
+        ("wer_names", "WER names", ".1%"), ("rel_wer_reduction_names", "rel. reduction", ".1%"),
+        ("name_recall", "name recall", ".1%"),
+        ("wer_no_names", "WER no names", ".1%"), ("abs_wer_change_no_names", "change", "+.2%"),
+        ("decode_ms_per_utt", "decode ms/utt", ".1f"), ("decode_time_ratio", "time x", ".2f")],
+        f"Context biasing: {r['n_test']} name-bearing and {r['n_test']} name-free test utterances "
+        f"(test voices), beam {r['beam']}")
+    t2 = C.format_table(r["tuning"]["weights"], [
+        ("weight", "weight", "g"), ("tune_names", "WER names (dev voices)", ".1%"),
+        ("tune_no_names", "WER no names (dev voices)", ".1%")],
+        f"Boost weight tuning (baseline {r['tuning']['baseline']['tune_names']:.1%} / "
+        f"{r['tuning']['baseline']['tune_no_names']:.1%}; chosen {r['tuning']['chosen_weight']:g})")
+    n = r["names"]
+    parts = [t1, t2,
+             f"names: {n['contacts_rare']} contacts seen <= {RARE_MAX_TRAIN_COUNT}x in training "
+             f"({n['contacts_absent']} never), {n['appliances_rare']} rarest appliances "
+             f"(train counts {min(n['rare_appliance_train_counts'].values())}-"
+             f"{max(n['rare_appliance_train_counts'].values())}), {n['appliances_absent']} absent appliances",
+             "goals: " + ", ".join(f"{k}={'met' if v else 'NOT met'}" for k, v in r["goals"].items())
+             + f" ({r['goal_note']})"]
+    nr = r.get("neural")
+    if nr and "chip_cost" in nr:
+        parts.append(C.format_table(nr["chip_cost"], [
+            ("part", "neural biasing on the chip", "s"), ("macs", "MACs", ",d"),
+            ("cycles", "cycles", ",d"), ("weight_bytes", "weight B", ",d"),
+            ("offchip_bytes", "off-chip B", ",d")], nr.get("chip_note", "")))
+    elif nr and "skipped" in nr:
+        parts.append(f"neural biasing: not run ({nr['skipped']})")
+    parts.append(f"took {r['seconds']['total']:.0f} s")
+    return "\n\n".join(parts)
+
+
+# ------------------------------------------------------------------ CLI glue (azsim.cli_experiment)
+def add_arguments(p) -> None:
+    p.add_argument("--model", default=None, help="float .npz export (default: models/shipped/model.npz)")
+    p.add_argument("--n-test", type=int, default=None,
+                   help=f"utterances per test set (default {FULL['n_test']}, --quick {QUICK['n_test']})")
+    p.add_argument("--n-tune", type=int, default=None,
+                   help=f"utterances per weight-tuning set (default {FULL['n_tune']}, --quick {QUICK['n_tune']})")
+    p.add_argument("--beam", type=int, default=4, help="beam width (default: 4)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
+    p.add_argument("--corpus", default=None, help="a built corpus directory (default: the model's)")
+    p.add_argument("--config", default=None, help="config whose [data] names the corpus")
+    p.add_argument("--neural", default=None,
+                   help="neural-biasing model file (default: models/neural_bias/model.npz when present)")
+    p.add_argument("--no-neural", action="store_true", help="skip the neural-biasing row")
+
+
+def run_args(args) -> dict:
+    from azsim.errors import ConfigError
+    if args.beam < 1:
+        raise ConfigError(f"--beam: {args.beam}; allowed: an integer >= 1")
+    return run(quick=args.quick, model=args.model, n_test=args.n_test, n_tune=args.n_tune, beam=args.beam,
+               seed=args.seed, corpus=args.corpus, config=args.config,
+               neural=False if args.no_neural else args.neural, progress=not args.no_progress)

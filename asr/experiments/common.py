@@ -1,0 +1,145 @@
+"""Shared pieces of the experiments: the model and corpus to run on, the chip backend, audio
+surgery (speech bounds, pauses, padding), tables."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MODEL = REPO_ROOT / "models" / "shipped" / "model.npz"
+DEFAULT_RECIPE = REPO_ROOT / "recipes" / "int8.toml"
+RATE_HZ = 16000
+
+
+def resolve_model(model=None) -> Path:
+    from azsim.errors import ModelError
+    p = Path(model) if model is not None else DEFAULT_MODEL
+    if not p.is_file():
+        raise ModelError(f"{p}: model file not found (train it with `azsim train configs/shipped.toml` "
+                         f"or pass --model)")
+    return p
+
+
+def corpus_dir_for(model_path: Path, corpus=None, config=None) -> Path:
+    """The model's corpus (built and cached by asr.data.corpus; reused when it exists)."""
+    from asr.cli import eval_config
+    from asr.data import corpus as corpus_mod
+    from azsim.errors import ConfigError
+    if corpus is not None:
+        d = Path(corpus)
+        if not (d / "complete.json").exists():
+            raise ConfigError(f"--corpus: {d} is not a built corpus directory (no complete.json)")
+        return d
+    cfg, _ = eval_config(str(model_path), config)
+    cache_dir = cfg.get("train", {}).get("cache_dir") or None
+    return corpus_mod.build(cfg["data"], cache_dir, progress=False)
+
+
+def load_float(model_path: Path):
+    from asr.model.numpy_rnnt import NumpyRNNT
+    return NumpyRNNT.load(model_path)
+
+
+def load_chip(fm, model_path: Path, corpus_dir: Path, recipe=None, preset: str = "default"):
+    """The float model quantized with `recipe` (PTQ, calibrated on the corpus) on a simulated
+    chip (asr.chip.ChipRNNT), with its resident weights loaded (one warm-up call per program)."""
+    from asr.chip import ChipRNNT
+    from asr.quant import ptq
+    from asr.quant import recipe as recipe_mod
+    from azsim import hw
+    rec = recipe_mod.load(recipe if recipe is not None else DEFAULT_RECIPE)
+    qm = ptq.quantize_from_corpus(fm, rec, corpus_dir, source=str(model_path))
+    cm = ChipRNNT(qm, hw.load(preset))
+    st = cm.encoder_init()
+    cm.encode(np.zeros((1, cm.input_dim), np.float32) + cm.qm.feat_mean, st)
+    pred, _ = cm.predict(cm.blank, cm.predictor_init())
+    cm.joint(np.zeros(cm.joint_dim, np.float32), pred)
+    return cm, rec
+
+
+# ------------------------------------------------------------------ audio surgery
+def frame_energy_db(x: np.ndarray, hop: int = 160) -> np.ndarray:
+    n = len(x) // hop
+    if n == 0:
+        return np.zeros(0)
+    e = np.mean(np.square(x[:n * hop].reshape(n, hop), dtype=np.float64), axis=1)
+    return 10 * np.log10(e + 1e-12)
+
+
+def speech_bounds(x: np.ndarray, rel_db: float = -35.0, hop: int = 160) -> tuple[int, int] | None:
+    """(first, last+1) sample of speech: 10 ms frames within `rel_db` of the loudest frame."""
+    db = frame_energy_db(x, hop)
+    if db.size == 0:
+        return None
+    on = np.flatnonzero(db >= db.max() + rel_db)
+    if on.size == 0:
+        return None
+    return int(on[0] * hop), int((on[-1] + 1) * hop)
+
+
+def internal_gaps(x: np.ndarray, bounds, rel_db: float = -35.0, min_ms: float = 30.0,
+                  margin_ms: float = 200.0, hop: int = 160) -> list[int]:
+    """Sample positions (gap middles) of quiet stretches inside the speech, at least
+    `margin_ms` from its ends: where a speaker could plausibly pause (word boundaries, stop
+    closures)."""
+    db = frame_energy_db(x, hop)
+    quiet = db < db.max() + rel_db
+    lo = (bounds[0] + int(margin_ms * RATE_HZ / 1000)) // hop
+    hi = (bounds[1] - int(margin_ms * RATE_HZ / 1000)) // hop
+    need = int(np.ceil(min_ms * RATE_HZ / 1000 / hop))
+    gaps, run = [], 0
+    for i in range(max(lo, 0), max(hi, 0)):
+        if quiet[i]:
+            run += 1
+        else:
+            if run >= need:
+                gaps.append((i - run // 2) * hop)
+            run = 0
+    return gaps
+
+
+def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    from asr.data.augment import pink_noise as pn
+    return pn(n, rng)
+
+
+# ------------------------------------------------------------------ tables
+def pct(values, q) -> float:
+    v = np.asarray(list(values), np.float64)
+    return float(np.percentile(v, q)) if v.size else float("nan")
+
+
+def mean(values) -> float:
+    v = np.asarray(list(values), np.float64)
+    return float(v.mean()) if v.size else float("nan")
+
+
+def format_table(rows: list[dict], columns: list[tuple[str, str, str]], title: str = "") -> str:
+    """rows: dicts; columns: (key, header, format spec like '.1f' or 's')."""
+    cells = [[h for _, h, _ in columns]]
+    for r in rows:
+        line = []
+        for key, _, fmt in columns:
+            v = r.get(key)
+            if v is None or (isinstance(v, float) and np.isnan(v)):
+                line.append("-")
+            else:
+                line.append(format(v, fmt) if fmt != "s" else str(v))
+        cells.append(line)
+    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
+    out = [title] if title else []
+    for k, c in enumerate(cells):
+        out.append("  ".join(s.ljust(w) if i == 0 else s.rjust(w) for i, (s, w) in enumerate(zip(c, widths))))
+        if k == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+class Clock:
+    def __init__(self):
+        self.t0 = time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.t0
