@@ -78,11 +78,15 @@ def build_program(branch_mats: dict, hw, placement: str = "greedy"):
 class ChipFrames:
     """Feeds frames to a Session: frame_costs(route) -> per-frame (start, end) cycles."""
 
-    def __init__(self, branch_mats: dict, hw, seed: int = 0):
+    def __init__(self, branch_mats: dict, hw, seed: int = 0, clock_hz: float | None = None):
+        """clock_hz: run the preset's chip at another clock. Every timing of the preset is in
+        cycles (off-chip bandwidth in bytes/cycle, latencies in cycles), so a clock change only
+        changes how many cycles one frame period holds; this also allows clocks below the
+        preset validator's range."""
         from azsim.engine import Session
         self.prog = build_program(branch_mats, hw)
         self.hw = hw
-        self.clock_hz = float(hw.clock_hz)
+        self.clock_hz = float(hw.clock_hz if clock_hz is None else clock_hz)
         self.session = Session(self.prog, keep_timeline=False)
         self.groups = [gname for gname in GROUPS if branch_mats.get(gname)]
         self._rng = np.random.default_rng(seed)

@@ -204,8 +204,11 @@ class BranchingRNNT(nn.Module):
         float weight matrices (N, K) in the order a frame uses them."""
         out = {"full": [], "lean": []}
         for k, layer in enumerate(self.layers):
-            out["full"] += [(f"l{k}.{n}", w.detach()) for n, w in layer.full_matrices().items()]
-            out["lean"] += [(f"l{k}.{n}", w.detach()) for n, w in layer.lean_matrices().items()]
+            # A single-encoder model (force) stores only the branch it runs.
+            if self.force in (None, "full"):
+                out["full"] += [(f"l{k}.{n}", w.detach()) for n, w in layer.full_matrices().items()]
+            if self.force in (None, "lean"):
+                out["lean"] += [(f"l{k}.{n}", w.detach()) for n, w in layer.lean_matrices().items()]
         out["arbitrator"] = [] if self.force is not None else \
             [(n, w.detach()) for n, w in self.arbitrator.matrices().items()]
         out["shared"] = [("enc_proj", self.base.enc_proj.weight.detach())]
