@@ -71,7 +71,7 @@ def frame_energy_db(x: np.ndarray, hop: int = 160) -> np.ndarray:
 def speech_bounds(x: np.ndarray, rel_db: float = -35.0, hop: int = 160) -> tuple[int, int] | None:
     """(first, last+1) sample of speech: 10 ms frames within `rel_db` of the loudest frame."""
     db = frame_energy_db(x, hop)
-    if db.size == 0:
+    if db.size == 0 or db.max() < -90.0:   # nothing above the float noise floor: no speech
         return None
     on = np.flatnonzero(db >= db.max() + rel_db)
     if on.size == 0:

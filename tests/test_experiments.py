@@ -1,0 +1,141 @@
+"""The experiment machinery (without a trained model): audio surgery, downstream timing of
+end-point events, EOQ tuning, bias lists, and the `azsim experiment` command."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from asr.decode.endpoint import EndpointEvent
+from asr.experiments import biasing as B
+from asr.experiments import common as C
+from asr.experiments import endpointing as E
+
+
+def _bursts(spec, rate=16000, seed=0):
+    """Noise bursts ('s', ms) and silences ('-', ms)."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for kind, ms in spec:
+        n = int(ms * rate / 1000)
+        parts.append(rng.standard_normal(n).astype(np.float32) * 0.3 if kind == "s" else np.zeros(n, np.float32))
+    return np.concatenate(parts)
+
+
+def test_speech_bounds_and_gaps():
+    x = _bursts([("-", 100), ("s", 300), ("-", 60), ("s", 300), ("-", 200)])
+    b = C.speech_bounds(x)
+    assert b == (1600, 1600 + 4800 + 960 + 4800)
+    gaps = C.internal_gaps(x, b, margin_ms=100)
+    assert len(gaps) == 1 and 1600 + 4800 <= gaps[0] <= 1600 + 4800 + 960
+    assert C.speech_bounds(np.zeros(1600, np.float32)) is None
+
+
+def test_prepare_inserts_pause_and_moves_end_of_speech(tmp_path):
+    from asr.audio import write_wav
+    x = _bursts([("-", 50), ("s", 400), ("-", 60), ("s", 400), ("-", 50)])
+    p = tmp_path / "u.wav"
+    write_wav(p, x, 16000)
+    with_pause = without = None
+    for seed in range(20):   # P_PAUSE = 0.5: find one draw of each kind
+        r = E.prepare(p, np.random.default_rng(seed))
+        if r["pause_ms"] > 0 and with_pause is None:
+            with_pause = r
+        if r["pause_ms"] == 0 and without is None:
+            without = r
+    assert with_pause and without
+    speech_end_ms = 50 + 400 + 60 + 400
+    assert without["eos_ms"] == pytest.approx(E.LEAD_MS + speech_end_ms, abs=10)
+    assert E.PAUSE_MS[0] - 1 <= with_pause["pause_ms"] <= E.PAUSE_MS[1] + 1
+    assert with_pause["eos_ms"] == pytest.approx(without["eos_ms"] + with_pause["pause_ms"], abs=10)
+    assert with_pause["audio_ms"] == pytest.approx(with_pause["eos_ms"] + 50 + E.TRAIL_MS, abs=15)
+    assert with_pause["feats"].shape[1] == 240
+
+
+def test_frame_labels():
+    y = E.frame_labels(10, 100.0)
+    assert y.tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 1, 1]   # 30 t >= 100 from t = 4
+
+
+def _ev(kind, frame, size=300):
+    class Lat:
+        def size_bytes(self):
+            return size
+    return EndpointEvent(kind, frame, 45.0 + 30 * frame, ("a",), None if kind == "confirm" else Lat())
+
+
+def test_downstream_timing_confirm_reset_final():
+    decision = 45.0 + 30.0 * np.arange(100) + 1.0   # chip done 1 ms after each frame arrives
+    eos = 500.0
+    send = E.send_ms(300)
+    # final only: ready = decision + send + downstream work
+    o = E.outcome([_ev("final", 30)], decision, eos)
+    assert o["ready_ms"] == pytest.approx(decision[30] + send + E.DOWNSTREAM_MS)
+    # confirmed speculation 7 frames earlier: downstream work already under way
+    o2 = E.outcome([_ev("speculate", 23), _ev("confirm", 30)], decision, eos)
+    assert o2["ready_ms"] == pytest.approx(max(decision[30] + E.send_ms(E.CONFIRM_BYTES),
+                                               decision[23] + send + E.DOWNSTREAM_MS))
+    assert o["ready_ms"] - o2["ready_ms"] == pytest.approx(210.0)
+    assert o2["confirmed"] and o2["wasted_ms"] == 0
+    # a reset wastes the downstream work done until it arrives
+    o3 = E.outcome([_ev("speculate", 10), _ev("reset", 15), _ev("final", 40)], decision, eos)
+    assert o3["wasted_ms"] == pytest.approx(decision[15] + E.NETWORK_MS - (decision[10] + send))
+    assert not o3["confirmed"] and o3["n_reset"] == 1
+    assert o3["ready_ms"] == pytest.approx(decision[40] + send + E.DOWNSTREAM_MS)
+
+
+def test_first_fire_and_tuning():
+    lg = np.array([-1, 2, 2, -1, 2, 2, 2, -1], float)
+    assert E.first_fire(lg, 0.0, 3, 0) == 6
+    assert E.first_fire(lg, 0.0, 2, 0) == 2
+    assert E.first_fire(lg, 0.0, 4, 0) is None
+
+    class Clf:   # decision = the first feature
+        def decision(self, x):
+            return np.asarray(x)[:, 0]
+
+    sets = []
+    for k in range(10):
+        eos = 300.0 + 30 * k
+        t = np.arange(40)
+        logit = np.where(30 * t >= eos, 3.0, -3.0)
+        logit[5] = 3.0   # one spurious early frame: a hold of 1 would cut every user off
+        sets.append({"enc": logit[:, None], "eos_ms": eos, "sos_ms": 0.0, "audio_ms": 1245.0})
+    tuned = E.tune(Clf(), sets, thresholds=(0.5,), holds=range(1, 10))
+    assert tuned["hold"] == 2 and tuned["train_cutoff"] == 0.0
+
+
+def test_bias_list_contains_true_names_and_is_deterministic():
+    pool = B.distractor_pool(0, B.NOVEL_APPLIANCES)
+    assert len(pool) == 5000 and len(set(pool)) == 5000
+    a = B.bias_list(["zed zulu"], 100, pool, np.random.default_rng(1))
+    b = B.bias_list(["zed zulu"], 100, pool, np.random.default_rng(1))
+    assert a == b and len(a) == 100 and "zed zulu" in a and len(set(a)) == 100
+    assert len(B.bias_list([], 1000, pool, np.random.default_rng(2))) == 1000
+
+
+def test_name_recall():
+    rows = [{"names": ["ann lee"]}, {"names": ["fan"]}, {"names": []}]
+    assert B.name_recall(rows, ["call ann lee", "turn on the fan", "stop"]) == 1.0
+    assert B.name_recall(rows, ["call anne lee", "turn on the fancy", "stop"]) == 0.0
+    assert B.name_recall(rows[2:], ["stop"]) is None
+
+
+def test_table_format():
+    t = C.format_table([{"a": "x", "b": 0.5}, {"a": "yy", "b": None}], [("a", "A", "s"), ("b", "B", ".1%")], "T")
+    assert t.splitlines()[0] == "T" and "50.0%" in t and t.splitlines()[-1].rstrip().endswith("-")
+
+
+# ------------------------------------------------------------------ the command
+def test_experiment_command_registered_and_errors(tmp_path, capsys):
+    from azsim.cli import build_parser, main
+    from azsim.cli_experiment import EXPERIMENTS
+    p = build_parser()
+    for name in EXPERIMENTS:
+        args = p.parse_args(["experiment", name, "--quick", "--json"])
+        assert args.quick and args.json
+    with pytest.raises(SystemExit):
+        p.parse_args(["experiment", "nope"])
+    rc = main(["experiment", "endpointing", "--quick", "--model", str(tmp_path / "missing.npz")])
+    assert rc == 2 and "model file not found" in capsys.readouterr().err
+    rc = main(["experiment", "biasing", "--quick", "--beam", "0", "--model", str(tmp_path / "m.npz")])
+    assert rc == 2 and "--beam" in capsys.readouterr().err
