@@ -268,3 +268,79 @@ def test_load_names_file(tmp_path):
         load_names(bad)
     with pytest.raises(ConfigError, match="not found"):
         load_names(tmp_path / "missing.txt")
+
+
+# ------------------------------------------------------------------ neural biasing
+def _tiny_neural(tmp_path, randomize_out: bool):
+    torch = pytest.importorskip("torch")
+    from asr.decode import neural_bias as NB
+    from asr.model.rnnt import RNNT, ModelConfig
+    cfg = ModelConfig(encoder_layers=1, encoder_dim=16, pred_embed_dim=8, pred_dim=16, joint_dim=12)
+    torch.manual_seed(0)
+    base = RNNT(cfg)
+    mod = NB._torch_module(cfg.vocab_size, cfg.joint_dim)
+    if randomize_out:
+        with torch.no_grad():
+            for attn in (mod.enc_attn, mod.pred_attn):
+                attn.wo.weight.normal_(0, 0.5)
+                attn.wo.bias.normal_(0, 0.1)
+            mod.no_bias.normal_()
+    path = NB.save(tmp_path / "nb.npz", base, mod, cfg.to_dict(), {"steps": 0, "minutes": 0.0})
+    return NB, NB.NeuralBias(path), base, mod
+
+
+def test_neural_bias_starts_as_the_base_model(tmp_path):
+    NB, nb, _, _ = _tiny_neural(tmp_path, randomize_out=False)
+    m = nb.bind(["ann lee", "fridge"])
+    x = np.random.default_rng(0).standard_normal((15, 240)).astype(np.float32)
+    e0, _ = nb.base.encode(x, nb.base.encoder_init())
+    e1, _ = m.encode(x, m.encoder_init())
+    assert np.array_equal(e0, e1)     # W_o = 0 at the start of fine-tuning
+    p0, _ = nb.base.predict(3, nb.base.predictor_init())
+    p1, _ = m.predict(3, m.predictor_init())
+    assert np.array_equal(p0, p1)
+
+
+def test_neural_bias_numpy_matches_torch(tmp_path):
+    import torch
+    NB, nb, base, mod = _tiny_neural(tmp_path, randomize_out=True)
+    names = ["ann lee", "fridge", "o'neil"]
+    m = nb.bind(names)
+    x = np.random.default_rng(1).standard_normal((15, 240)).astype(np.float32)
+    enc_np, _ = m.encode(x, m.encoder_init())
+    toks, lens = NB._name_tokens(names)
+    with torch.no_grad():
+        mem = mod.memory(torch.from_numpy(toks), torch.from_numpy(lens))
+        enc_t, _ = base.encode(torch.from_numpy(x)[None])
+        ref = (enc_t + mod.enc_attn(enc_t, mem))[0].numpy()
+        assert np.abs(mem.numpy() - nb.memory(names)).max() < 1e-5
+    assert np.abs(enc_np - ref).max() < 1e-4
+    assert np.abs(enc_np - nb.base.encode(x, nb.base.encoder_init())[0]).max() > 1e-3   # it does act
+    hyps = beam_search(m, enc_np, beam=2)
+    assert hyps and all(isinstance(h.text, str) for h in hyps)
+    with pytest.raises(ConfigError, match="neural bias list"):
+        nb.bind([])
+
+
+def test_neural_bias_chip_cost(tmp_path):
+    NB, nb, _, _ = _tiny_neural(tmp_path, randomize_out=True)
+    cost = NB.chip_cost(nb, n_names=10, name_chars=8)
+    rows = {r["part"]: r for r in cost["rows"]}
+    frame = rows["per frame (encoder query)"]
+    dh, n1, J = NB.MEM_DIM // NB.HEADS, 11, 12
+    assert frame["macs"] == NB.HEADS * (J * dh + dh * n1 + n1 * dh + dh * J)
+    assert frame["cycles"] > 0 and frame["weight_bytes"] > 0
+    total = rows["per request (10 names x 8 chars)"]
+    assert total["macs"] == (rows["name encoder, per character"]["macs"] * 80
+                             + rows["name K/V projections, per name"]["macs"] * 10)
+
+
+def test_neural_bias_bad_files(tmp_path):
+    from asr.decode import neural_bias as NB
+    from azsim.errors import ModelError
+    with pytest.raises(FileNotFoundError, match="not found"):
+        NB.NeuralBias(tmp_path / "none.npz")
+    p = tmp_path / "x.npz"
+    np.savez(p, a=np.zeros(2))
+    with pytest.raises(ModelError):
+        NB.NeuralBias(p)
