@@ -43,8 +43,8 @@ NOVEL_APPLIANCES = ("dehumidifier", "espresso machine", "robot vacuum", "garage 
                     "sprinkler", "aquarium pump", "space heater", "bread maker", "tumble dryer",
                     "electric blanket", "soundbar", "chandelier", "sound machine", "hot tub",
                     "pool pump", "waffle iron", "foot spa", "record player", "lava lamp", "jukebox")
-QUICK = {"n_test": 50, "n_tune": 20}
-FULL = {"n_test": 200, "n_tune": 50}
+QUICK = {"n_test": 100, "n_tune": 40}
+FULL = {"n_test": 300, "n_tune": 80}
 _CACHE_VERSION = 1
 
 _CONTACT_TEMPLATES = ("call {c}", "call {c} please", "phone {c}", "give {c} a call", "ring {c}",
