@@ -340,7 +340,16 @@ def _tiny_corpus(d: Path):
         (d / f"{subset}.jsonl").write_text("\n".join(lines) + "\n")
 
 
-def test_score_evaluator_matches_azsim_score(tmp_path):
+SCORE_KEYS = ("wer", "cer", "weight_bytes", "flash_bytes", "peak_sram_bytes", "resident_bytes",
+              "latency_ms", "latency_ms_p95", "latency_ms_max", "max_backlog_ms", "energy_mj",
+              "energy_idle_leakage_mj", "offchip_bytes_per_s", "macs_per_s", "rtf", "cycles",
+              "compute_cycles", "audio_s", "warmup_offchip_bytes")
+
+
+@pytest.mark.parametrize("replay", [True, False])
+def test_score_evaluator_matches_azsim_score(tmp_path, replay):
+    """Both ways of sharing a recipe's work across chips (replaying the recorded chip calls, or
+    re-running azsim score's pipeline on the quantized model) give what azsim score gives."""
     toy = pytest.importorskip("asr.quant.toy")
     import tomli_w
 
@@ -356,30 +365,40 @@ evaluator = "score"
 [options]
 model = "{model}"
 corpus = "{corpus}"
-limit = 2
+limit = 3
 beam = 2
+replay = {str(replay).lower()}
 [recipes]
 int8 = "{ROOT / 'recipes' / 'int8.toml'}"
 sparse = "{ROOT / 'recipes' / 'int8-sparse50.toml'}"
 [hw]
 "mac_array.zero" = ["none", "skip"]
+"sram.weight_bytes" = ["64KB", "1MB"]
+"clock_hz" = ["100MHz", "800MHz"]
 """)
     spec = spec_mod.load(p)
     db = tmp_path / "r.db"
     s = sweep.run(spec, db, jobs=1, progress=False)
-    assert (s.done, s.prepared) == (4, 2)          # the model is quantized once per recipe
-    rows = {(r["recipe"], r["params"]["mac_array.zero"]): r["metrics"] for r in load_rows(db)}
-    assert rows[("sparse", "skip")]["weight_bytes"] < rows[("int8", "skip")]["weight_bytes"]
-    assert rows[("sparse", "skip")]["cycles"] < rows[("sparse", "none")]["cycles"]   # zeros skipped
-    # the sweep's split (prepare once, evaluate per chip) gives what azsim score gives
-    pt = next(q for q in spec.points if q.recipe == "sparse" and q.hw["mac_array.zero"] == "skip")
-    preset = tmp_path / "chip.toml"
-    preset.write_bytes(tomli_w.dumps(pt.config.to_dict()).encode())
-    direct = score(model=model, recipe=ROOT / "recipes" / "int8-sparse50.toml", preset=str(preset),
-                   corpus=corpus, limit=2, beam=2, progress=False)
-    for k in ("wer", "weight_bytes", "peak_sram_bytes", "latency_ms", "latency_ms_p95", "energy_mj",
-              "offchip_bytes_per_s", "rtf", "cycles"):
-        assert rows[("sparse", "skip")][k] == pytest.approx(direct[k], rel=1e-12), k
+    assert (s.done, s.prepared) == (16, 2)          # the model is quantized once per recipe
+    rows = {(r["recipe"], r["params"]["mac_array.zero"], r["params"]["sram.weight_bytes"],
+             r["params"]["clock_hz"]): r["metrics"] for r in load_rows(db)}
+    fast = rows[("sparse", "skip", 1 << 20, 800e6)]
+    assert fast["weight_bytes"] < rows[("int8", "skip", 1 << 20, 800e6)]["weight_bytes"]
+    assert fast["cycles"] < rows[("sparse", "none", 1 << 20, 800e6)]["cycles"]          # zeros skipped
+    assert rows[("int8", "skip", 1 << 20, 800e6)]["offchip_bytes_per_s"] < rows[("int8", "skip", 65536, 800e6)]["offchip_bytes_per_s"]
+    assert fast["latency_ms"] < rows[("sparse", "skip", 1 << 20, 100e6)]["latency_ms"]
+    for pt in spec.points:
+        if pt.hw["clock_hz"] != 100e6 or pt.hw["mac_array.zero"] != "skip":
+            continue
+        preset = tmp_path / "chip.toml"
+        preset.write_bytes(tomli_w.dumps(pt.config.to_dict()).encode())
+        direct = score(model=model, recipe=spec.recipes[pt.recipe], preset=str(preset),
+                       corpus=corpus, limit=3, beam=2, progress=False)
+        got = rows[(pt.recipe, "skip", pt.hw["sram.weight_bytes"], 100e6)]
+        for k in SCORE_KEYS:
+            assert got[k] == pytest.approx(direct[k], rel=1e-12), (pt.recipe, k)
+        for c, v in direct["energy_mj_by_component"].items():
+            assert got[f"energy_mj.{c}"] == pytest.approx(v, rel=1e-12), c
 
 
 def test_cli_scheduler_address_equals_local(tmp_path):

@@ -18,7 +18,6 @@ Any other name is imported as "package.module:Class".
 from __future__ import annotations
 
 import importlib
-import io
 import os
 import tempfile
 from pathlib import Path
@@ -243,15 +242,23 @@ class LayerEvaluator(Evaluator):
 # --- score: the shipped RNN-T ---------------------------------------------------------------
 
 class ScoreEvaluator(Evaluator):
-    """`azsim score` per point. prepare() quantizes the model with the recipe once (calibration
-    included) and keeps the quantized model's bytes; evaluate() compiles it for the point's chip
-    and runs the test subset through it.
+    """`azsim score` per point, with the hardware-independent work done once per recipe.
+
+    prepare(): quantizes the model with the recipe (calibration included) and, with replay on
+    (the default), decodes the test utterances once on a chip, recording every chip call the
+    beam search makes (program, integer inputs, frame). The chip's integer outputs are exact and
+    do not depend on timing parameters, so the hypotheses, WER and the call sequence are the same
+    on every chip. evaluate(): compiles the quantized model for the point's chip and replays the
+    recorded calls on it with the frames arriving in real time: cycles, latency, traffic and
+    energy of that chip, without redoing quantization or the beam search.
+    With replay = false each point runs azsim score's own pipeline (the cross-check).
 
     options: model (default: the shipped model), subset (test_clean), limit (utterances),
-             beam (4), corpus (a built corpus directory; default: the model's)
+             beam (4), corpus (a built corpus directory; default: the model's), replay (true)
     recipe:  a recipe TOML path (relative to the spec file or the working directory)
     """
-    OPTIONS = {"model": None, "subset": "test_clean", "limit": None, "beam": 4, "corpus": None}
+    OPTIONS = {"model": None, "subset": "test_clean", "limit": None, "beam": 4, "corpus": None,
+               "replay": True}
 
     @classmethod
     def check_options(cls, options: dict, where: str) -> dict:
@@ -265,6 +272,8 @@ class ScoreEvaluator(Evaluator):
             v = full[k]
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ConfigError(f"{where} {k} = {v!r}: must be an integer >= 1")
+        if not isinstance(full["replay"], bool):
+            raise ConfigError(f"{where} replay = {full['replay']!r}: must be true or false")
         model = Path(full["model"]) if full["model"] else score_mod.DEFAULT_MODEL
         if not model.is_file():
             raise ConfigError(f"{where} model: {model}: model file not found")
@@ -301,10 +310,23 @@ class ScoreEvaluator(Evaluator):
             p = Path(d) / "q.npz"
             qm.save(p)
             blob = p.read_bytes()
-        return {"recipe": recipe_name, "recipe_path": recipe, "qmodel_npz": blob,
-                "corpus": str(corpus_dir)}
+        art = {"recipe": recipe_name, "recipe_path": recipe, "qmodel_npz": blob, "corpus": str(corpus_dir)}
+        if self.options["replay"]:
+            art["trace"] = _record(qm, corpus_dir, self.options)
+        return art
 
     _files: dict = {}
+    _qmodels: dict = {}
+
+    def _qmodel(self, art):
+        """The quantized model, loaded once per process."""
+        from asr.quant.qmodel import load_any
+
+        path = self._qmodel_path(art)
+        qm = self._qmodels.get(path)
+        if qm is None:
+            qm = self._qmodels[path] = load_any(Path(path))
+        return qm
 
     def _qmodel_path(self, art) -> str:
         import hashlib
@@ -339,6 +361,8 @@ class ScoreEvaluator(Evaluator):
             os.unlink(preset)
 
     def evaluate(self, art, config) -> dict:
+        if "trace" in art:
+            return _replay(self._qmodel(art), art["trace"], config, int(self.options["beam"]))
         r = self._score(art, config)
         out = {k: v for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         for k, v in r.get("energy_mj_by_component", {}).items():
@@ -391,3 +415,123 @@ class ScoreEvaluator(Evaluator):
                         "end_ms": (e - base) / clock * 1e3} for a, s, e in frames],
             "energy_mj_by_component": {k: v for k, v in r["energy_mj"].items() if k != "total"},
         }
+
+
+# --- record once, replay per chip ------------------------------------------------------------
+def _recording_chip_class():
+    from asr.chip import ChipRNNT
+
+    class RecordingChip(ChipRNNT):
+        """ChipRNNT that keeps every call of the current utterance: (program, inputs, frame)."""
+        calls = None
+
+        def _run(self, prog, inputs, arrival=None):
+            if self.calls is not None:
+                t = None
+                if arrival is not None:    # encoder call of frame t (see ChipRNNT.encode_int)
+                    t = int(round((arrival - self.utt.base_cycle - self.first_frame_cycles) / self.frame_cycles))
+                self.calls.append((prog, {k: np.array(v, copy=True) for k, v in inputs.items()}, t))
+            return super()._run(prog, inputs, arrival)
+
+    return RecordingChip
+
+
+def _record(qm, corpus_dir, options) -> dict:
+    """Decode the test utterances once (chip in the loop) and keep what every chip shares."""
+    from asr.data import corpus as corpus_mod
+    from asr.features import stack_frames
+    from asr.metrics import error_rates
+    from asr.stream import make_search
+    from azsim import hw
+    from azsim.errors import ConfigError
+    from azsim.workflows import score as score_mod
+
+    utts = corpus_mod.load_subset(corpus_dir, options["subset"])
+    if options["limit"]:
+        utts = utts[:options["limit"]]
+    if not utts:
+        raise ConfigError(f"{corpus_dir}: subset {options['subset']!r} has no utterances")
+    cm = _recording_chip_class()(qm, hw.load("default"))
+    score_mod._warm_up(cm)
+    out, refs, hyps = [], [], []
+    for utt in utts:
+        x = stack_frames(np.asarray(utt.feats, np.float32))
+        cm.start_utterance()
+        cm.calls = []
+        search = make_search(cm, int(options["beam"]))
+        state = cm.encoder_init()
+        for t in range(x.shape[0]):
+            enc, state = cm.encode(x[t:t + 1], state)
+            search.advance(enc)
+        text = search.nbest()[0].text
+        cm.finish_utterance()
+        out.append({"calls": cm.calls, "audio_s": float(utt.duration_s)})
+        cm.calls = None
+        refs.append(utt.text)
+        hyps.append(text)
+    er = error_rates(refs, hyps)
+    return {"utterances": out, "wer": er["wer"], "cer": er["cer"], "word_errors": er["word_errors"],
+            "ref_words": er["ref_words"], "n": len(utts)}
+
+
+def _replay(qm, trace: dict, config, beam: int) -> dict:
+    """The recorded calls on this chip, frames arriving in real time; figures as azsim score
+    computes them (tests/test_sweep.py checks they are equal)."""
+    import time
+
+    from asr.chip import ChipRNNT, FrameRecord
+    from azsim.workflows import score as score_mod
+
+    t_setup = time.perf_counter()
+    cm = ChipRNNT(qm, config)
+    warm_bytes = score_mod._warm_up(cm)
+    setup_s = time.perf_counter() - t_setup
+    leak_mw = float(cm.programs["encoder"].hw["leakage_mw"])
+    rows = []
+    t0 = time.perf_counter()
+    for u in trace["utterances"]:
+        cm.start_utterance()
+        base = cm.utt.base_cycle
+        for prog, inputs, t in u["calls"]:
+            if t is None:
+                cm._run(prog, inputs)
+            else:
+                arrival = int(base + cm.first_frame_cycles + t * cm.frame_cycles)
+                res = cm._run(prog, inputs, arrival)
+                cm.utt.frames.append(FrameRecord(t, arrival, res.start_cycle, res.end_cycle))
+        r = cm.finish_utterance()
+        dur = u["audio_s"]
+        r["audio_s"] = dur
+        r["energy_idle_leakage_mj"] = leak_mw * max(0.0, dur - r["chip_busy_s"])
+        rows.append(r)
+    host_s = time.perf_counter() - t0
+    audio_s = sum(r["audio_s"] for r in rows)
+    lat = [r["latency_ms"] for r in rows]
+    sram = cm.sram_bytes(beam)
+    n_params = qm.n_params()
+    out = {
+        "n": trace["n"], "wer": trace["wer"], "cer": trace["cer"], "word_errors": trace["word_errors"],
+        "ref_words": trace["ref_words"],
+        "weight_bytes": cm.weight_bytes(), "flash_bytes": cm.param_bytes(), "float32_bytes": 4 * n_params,
+        "weight_bytes_vs_float32": cm.weight_bytes() / (4 * n_params), "params": n_params,
+        "peak_sram_bytes": sram["peak_sram_bytes"], "weight_sram_bytes": sram["weight_sram_bytes"],
+        "act_sram_bytes": sram["act_sram_bytes"],
+        "resident_bytes": int(sum(cm.programs[p].resident_bytes for p in cm.programs)),
+        "streamed_weight_bytes": int(sum(cm.programs[p].streamed_bytes for p in cm.programs)),
+        "latency_ms": float(np.mean(lat)), "latency_ms_p95": score_mod._p95(lat),
+        "latency_ms_max": float(np.max(lat)),
+        "max_backlog_ms": float(max(r["max_backlog_ms"] for r in rows)),
+        "energy_mj": float(np.mean([r["energy_mj"]["total"] for r in rows])),
+        "energy_idle_leakage_mj": float(np.mean([r["energy_idle_leakage_mj"] for r in rows])),
+        "cycles": float(np.mean([r["cycles"] for r in rows])),
+        "compute_cycles": float(np.mean([r["compute_cycles"] for r in rows])),
+        "offchip_bytes_per_s": sum(r["offchip_bytes"] for r in rows) / audio_s,
+        "macs_per_s": sum(r["macs"] for r in rows) / audio_s,
+        "macs_executed_per_s": sum(r["macs_executed"] for r in rows) / audio_s,
+        "rtf": sum(r["chip_busy_s"] for r in rows) / audio_s,
+        "audio_s": audio_s, "warmup_offchip_bytes": warm_bytes,
+        "host_s": host_s, "setup_s": setup_s, "sim_speed_x": audio_s / host_s if host_s > 0 else 0.0,
+    }
+    for c in rows[0]["energy_mj"]:
+        out[f"energy_mj.{c}"] = float(np.mean([r["energy_mj"][c] for r in rows]))
+    return out
