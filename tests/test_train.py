@@ -95,6 +95,9 @@ def test_batches_cover_every_utterance_once():
     assert sorted(np.concatenate(batches).tolist()) == list(range(101))
     capped = make_batches(lengths, _cfg(batch_size=64, max_frames_per_batch=800), np.random.default_rng(1))
     assert all(len(b) == 1 or len(b) * lengths[b].max() <= 800 for b in capped)
+    ordered = make_batches(lengths, _cfg(batch_size=8), np.random.default_rng(1), shortest_first=True)
+    maxima = [lengths[b].max() for b in ordered]
+    assert maxima[0] < np.median(maxima) < maxima[-1]
 
 
 def test_greedy_decoder_returns_token_lists(corpus, tmp_path):

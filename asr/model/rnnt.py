@@ -28,6 +28,7 @@ class ModelConfig:
     pred_dim: int = 256
     pred_layers: int = 1
     joint_dim: int = 192
+    dropout: float = 0.0          # training only: between encoder layers and on its output
     vocab_size: int = asr_text.VOCAB_SIZE
     blank: int = asr_text.BLANK
 
@@ -43,6 +44,8 @@ class ModelConfig:
             v = getattr(cfg, name)
             if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 4096:
                 raise ConfigError(f"{source}: {name} = {v!r} must be an integer in [1, 4096]")
+        if isinstance(cfg.dropout, bool) or not isinstance(cfg.dropout, (int, float)) or not 0 <= cfg.dropout < 1:
+            raise ConfigError(f"{source}: dropout = {cfg.dropout!r} must be a number in [0, 1)")
         if not isinstance(cfg.bidirectional, bool):
             raise ConfigError(f"{source}: bidirectional = {cfg.bidirectional!r} must be true or false")
         if not 0 <= cfg.blank < cfg.vocab_size:
@@ -60,7 +63,9 @@ class RNNT(nn.Module):
         self.register_buffer("feat_mean", torch.zeros(cfg.input_dim))
         self.register_buffer("feat_std", torch.ones(cfg.input_dim))
         self.encoder = nn.LSTM(cfg.input_dim, cfg.encoder_dim, num_layers=cfg.encoder_layers,
-                               batch_first=True, bidirectional=cfg.bidirectional)
+                               batch_first=True, bidirectional=cfg.bidirectional,
+                               dropout=cfg.dropout if cfg.encoder_layers > 1 else 0.0)
+        self.enc_dropout = nn.Dropout(cfg.dropout)
         enc_out = cfg.encoder_dim * (2 if cfg.bidirectional else 1)
         self.enc_proj = nn.Linear(enc_out, cfg.joint_dim)
         # Auxiliary CTC head: training only (sped up convergence in the pilot); not exported.
@@ -102,7 +107,7 @@ class RNNT(nn.Module):
 
     def encode(self, x: torch.Tensor, lens: torch.Tensor | None = None):
         """(enc projected to joint dim (B,T,J), CTC logits (B,T,V))."""
-        h = self.encoder_hidden(x, lens)
+        h = self.enc_dropout(self.encoder_hidden(x, lens))
         return self.enc_proj(h), self.ctc_head(h)
 
     def predict(self, tokens: torch.Tensor) -> torch.Tensor:

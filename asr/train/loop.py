@@ -60,6 +60,7 @@ class TrainConfig:
     spec_freq_masks: int = 2
     spec_freq_mask_max: int = 20
     log_every: int = 50
+    sorted_first_epoch: bool = False   # SortaGrad: epoch 0 visits batches from short to long
     runs_dir: str = "runs"
     models_dir: str = "models"
     cache_dir: str = ""                # "": asr.data.corpus's default ($AZSIM_CACHE or <repo>/cache)
@@ -86,6 +87,8 @@ class TrainConfig:
             v = getattr(cfg, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not lo <= v <= hi:
                 raise ConfigError(f"{source}: {name} = {v!r} must be a number in [{lo}, {hi}]")
+        if not isinstance(cfg.sorted_first_epoch, bool):
+            raise ConfigError(f"{source}: sorted_first_epoch = {cfg.sorted_first_epoch!r} must be true or false")
         return cfg
 
 
@@ -120,9 +123,10 @@ def feature_stats(examples: list[Example], max_frames: int = 400_000) -> tuple[n
     return frames.mean(0).astype(np.float32), np.maximum(frames.std(0), 1e-3).astype(np.float32)
 
 
-def make_batches(lengths: np.ndarray, cfg: TrainConfig, rng: np.random.Generator) -> list[np.ndarray]:
-    """Length-bucketed batches in random order. Lengths are jittered before sorting so buckets
-    differ between epochs."""
+def make_batches(lengths: np.ndarray, cfg: TrainConfig, rng: np.random.Generator,
+                 shortest_first: bool = False) -> list[np.ndarray]:
+    """Length-bucketed batches in random order (or from short to long with `shortest_first`).
+    Lengths are jittered before sorting so buckets differ between epochs."""
     jitter = rng.uniform(0.9, 1.1, len(lengths))
     order = np.argsort(lengths * jitter, kind="stable")
     batches = []
@@ -142,6 +146,8 @@ def make_batches(lengths: np.ndarray, cfg: TrainConfig, rng: np.random.Generator
         batches.append(order[i:j])
         i = j
     perm = rng.permutation(len(batches))
+    if shortest_first:
+        return batches
     return [batches[k] for k in perm]
 
 
@@ -324,7 +330,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, train_examples: list[Example
     last_step = cfg.max_steps if stop_at_step is None else min(cfg.max_steps, stop_at_step)
     while step < last_step and elapsed_s < budget_s:
         if batches_epoch != epoch:
-            batches = make_batches(lengths, cfg, np.random.default_rng([cfg.seed, epoch]))
+            batches = make_batches(lengths, cfg, np.random.default_rng([cfg.seed, epoch]),
+                                   shortest_first=cfg.sorted_first_epoch and epoch == 0)
             batches_epoch = epoch
         if pos >= len(batches):
             epoch, pos = epoch + 1, 0
@@ -415,7 +422,7 @@ def train_from_config(path: str | Path, resume: bool = True) -> Path:
         for p in ("ckpt.pt", "train_log.txt"):
             (run_dir / p).unlink(missing_ok=True)
     log = _Log(run_dir / "train_log.txt")
-    log(f"config {path} (name {cfg['name']}); command: {' '.join(sys.argv)}")
+    log(f"config {path} (name {cfg['name']}); command: {' '.join(sys.orig_argv)}")
     torch.set_num_threads(train_cfg.threads)
     from asr.data import corpus
     corpus_dir = corpus.build(cfg["data"], Path(train_cfg.cache_dir) if train_cfg.cache_dir else None)
