@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from asr.decode.beam import BeamSearch, TokenScorer
-from asr.decode.greedy import GreedySearch
+from asr.decode.greedy import MAX_SYMBOLS_PER_FRAME, GreedySearch
 from asr.decode.hyp import Hypothesis
 from asr.decode.lattice import Lattice
 
@@ -38,7 +38,7 @@ class RecognitionResult:
                 "lattice_bytes": self.lattice.size_bytes(), "frames": self.frames}
 
 
-def make_search(model, beam: int = 4, max_symbols_per_frame: int = 3,
+def make_search(model, beam: int = 4, max_symbols_per_frame: int = MAX_SYMBOLS_PER_FRAME,
                 scorer: TokenScorer | None = None, observers=None):
     """Greedy search for beam 1 without a scorer (same result, less work), else beam search."""
     if beam == 1 and scorer is None:
@@ -55,7 +55,7 @@ def _result(search, frame_ms: float, audio_seconds: float | None) -> Recognition
 class Recognizer:
     """Streaming recognizer over any model with the asr.decode interface."""
 
-    def __init__(self, model, beam: int = 4, max_symbols_per_frame: int = 3,
+    def __init__(self, model, beam: int = 4, max_symbols_per_frame: int = MAX_SYMBOLS_PER_FRAME,
                  scorer: TokenScorer | None = None, observers=None, frame_ms: float = FRAME_MS):
         self.model = model
         self.beam = beam
@@ -120,7 +120,7 @@ class Recognizer:
         return _result(self.search, self.frame_ms, seconds)
 
 
-def decode_features(model, feats: np.ndarray, beam: int = 4, max_symbols_per_frame: int = 3,
+def decode_features(model, feats: np.ndarray, beam: int = 4, max_symbols_per_frame: int = MAX_SYMBOLS_PER_FRAME,
                     scorer: TokenScorer | None = None, frame_ms: float = FRAME_MS) -> RecognitionResult:
     """Offline decoding of stacked (T, 240) features: one encode call, then the search."""
     search = make_search(model, beam, max_symbols_per_frame, scorer)
@@ -131,7 +131,7 @@ def decode_features(model, feats: np.ndarray, beam: int = 4, max_symbols_per_fra
     return _result(search, frame_ms, None)
 
 
-def recognize(model, samples: np.ndarray, rate_hz: int, beam: int = 4, max_symbols_per_frame: int = 3,
+def recognize(model, samples: np.ndarray, rate_hz: int, beam: int = 4, max_symbols_per_frame: int = MAX_SYMBOLS_PER_FRAME,
               scorer: TokenScorer | None = None) -> RecognitionResult:
     """Offline recognition of a whole signal (the reference the streaming path must equal)."""
     from asr.features import features

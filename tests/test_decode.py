@@ -20,7 +20,7 @@ def _enc(model, seed=1, frames=60):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("max_sym", [1, 2, 3])
+@pytest.mark.parametrize("max_sym", [1, 2, 3, 4])
 def test_beam_1_equals_greedy(seed, max_sym):
     model = RandomRNNT(seed)
     enc = _enc(model, seed + 10)

@@ -1,6 +1,8 @@
 """Streaming recognition equals offline recognition, whatever the chunk sizes."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -118,3 +120,33 @@ def test_snapshot_does_not_disturb_the_stream():
     a, b = plain.finalize(), snooped.finalize()
     assert [(h.tokens, h.score) for h in a.nbest] == [(h.tokens, h.score) for h in b.nbest]
     assert any(s.text for s in snaps) and snaps[0].frames < snaps[-1].frames
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "shipped" / "model.npz"
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped model")
+def test_shipped_model_on_real_recordings():
+    """The trained model on real human digits (FSDD test takes, 8 kHz): streaming in random
+    chunks equals offline, beam 1 equals greedy, and the lattice holds the N-best list."""
+    from asr.audio import load_wav
+    from asr.data.fsdd import fsdd_dir
+    from asr.decode import Lattice, beam_search, greedy_search
+    from asr.model.numpy_rnnt import NumpyRNNT
+    wavs = [fsdd_dir() / "recordings" / f"{d}_jackson_0.wav" for d in (3, 7)]
+    if not all(w.is_file() for w in wavs):
+        pytest.skip("FSDD recordings not available")
+    model = NumpyRNNT.load(SHIPPED)
+    for wav in wavs:
+        audio, rate_hz = load_wav(wav)
+        offline = recognize(model, audio, rate_hz, beam=4)
+        result, _ = _stream(model, audio, rate_hz, 4, seed=1)
+        assert result.text == offline.text
+        assert [h.tokens for h in result.nbest] == [h.tokens for h in offline.nbest]
+        from asr.features import features
+        enc, _ = model.encode(features(audio, rate_hz), model.encoder_init())
+        (b1,) = beam_search(model, enc, beam=1)
+        g = greedy_search(model, enc)
+        assert b1.tokens == g.tokens and b1.score == pytest.approx(g.score, abs=1e-4)
+        paths = dict(Lattice.from_hypotheses(offline.nbest).paths())
+        assert all(tuple(h.text.split()) in paths for h in offline.nbest)

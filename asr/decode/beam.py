@@ -19,7 +19,7 @@ time-synchronous), generalized from one symbol per frame to up to
 
 With S = 1 this is exactly modified beam search. With beam 1 it is exactly greedy search
 with the same S (greedy.py): the same path, the same score, the same tie-breaking
-(lowest token id). The default S = 3 matches greedy's default.
+(lowest token id). The default S (greedy.MAX_SYMBOLS_PER_FRAME = 4) is shared with greedy.
 
 Hooks for later pieces (issue 7):
 - a ``TokenScorer`` (shallow-fusion biasing) adds a bonus for every non-blank token and a
@@ -34,7 +34,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from asr.decode.greedy import check_max_symbols, initial_hypothesis
+from asr.decode.greedy import MAX_SYMBOLS_PER_FRAME, check_max_symbols, initial_hypothesis
 from asr.decode.hyp import Hypothesis
 
 
@@ -83,7 +83,7 @@ def _merge(pool: dict, hyp: Hypothesis) -> None:
 class BeamSearch:
     """Incremental beam search; feed encoder frames with ``advance``, read ``nbest()``."""
 
-    def __init__(self, model, beam: int = 4, max_symbols_per_frame: int = 3,
+    def __init__(self, model, beam: int = 4, max_symbols_per_frame: int = MAX_SYMBOLS_PER_FRAME,
                  scorer: TokenScorer | None = None, nbest_size: int | None = None,
                  observers: list[Callable[[int, "BeamSearch"], None]] | None = None):
         if not isinstance(beam, (int, np.integer)) or beam < 1:
@@ -183,7 +183,7 @@ class BeamSearch:
         return hyps[:self.nbest_size]
 
 
-def beam_search(model, enc: np.ndarray, beam: int = 4, max_symbols_per_frame: int = 3,
+def beam_search(model, enc: np.ndarray, beam: int = 4, max_symbols_per_frame: int = MAX_SYMBOLS_PER_FRAME,
                 scorer: TokenScorer | None = None, nbest_size: int | None = None) -> list[Hypothesis]:
     """Beam search over a whole utterance's encoder output (T, J); N-best list, best first."""
     search = BeamSearch(model, beam, max_symbols_per_frame, scorer, nbest_size)

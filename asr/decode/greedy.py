@@ -11,6 +11,12 @@ import numpy as np
 
 from asr.decode.hyp import Hypothesis
 
+# Symbols one frame may emit. The shipped model emits bursts (30 ms frames, characters): on
+# 60 test_clean utterances, caps of 1/2/3/4/10 gave greedy WER 49.5/33.6/31.8/31.5/31.5% and
+# beam-4 WER 34.9/19.9/18.0/18.0/19.0%; 4 is where accuracy stops improving (and what the
+# training loop's greedy eval uses).
+MAX_SYMBOLS_PER_FRAME = 4
+
 FrameObserver = Callable[[int, "object"], None]
 
 
@@ -33,7 +39,7 @@ class GreedySearch:
     ``observers`` are called as ``f(frame_index, search)`` after each frame (end-pointers).
     """
 
-    def __init__(self, model, max_symbols_per_frame: int = 3,
+    def __init__(self, model, max_symbols_per_frame: int = MAX_SYMBOLS_PER_FRAME,
                  observers: list[FrameObserver] | None = None):
         self.model = model
         self.max_symbols_per_frame = check_max_symbols(max_symbols_per_frame)
@@ -84,7 +90,7 @@ class GreedySearch:
         return [self._hyp]
 
 
-def greedy_search(model, enc: np.ndarray, max_symbols_per_frame: int = 3) -> Hypothesis:
+def greedy_search(model, enc: np.ndarray, max_symbols_per_frame: int = MAX_SYMBOLS_PER_FRAME) -> Hypothesis:
     """Greedy search over a whole utterance's encoder output (T, J)."""
     search = GreedySearch(model, max_symbols_per_frame)
     search.advance(enc)
