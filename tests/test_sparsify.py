@@ -91,3 +91,13 @@ def test_n_of_m_structure(tmp_path):
     w = torch.from_numpy(arrays["joint_out.weight"])
     assert np.abs(qat.weight_ints(w, 4)).max() <= 7
     torch.testing.assert_close(qat.fake_quant_weight(w, 4), w)
+
+
+def test_time_based_schedule_reaches_target(tmp_path):
+    # begin/end in thousandths of the budget: max_steps = 6 makes the run fraction step / 6
+    s, arrays = _run(tmp_path, 'method = "finetune"\nsparsity = 0.5\nprune_by_time = true\n'
+                               'prune_begin_step = 0\nprune_end_step = 500\nprune_frequency = 100', steps=6)
+    log = (tmp_path / "runs" / "c" / "log.txt").read_text()
+    assert "pruning the rest of the way" not in log      # reached within the run
+    for name in MATRICES:
+        assert np.mean(arrays[name] == 0) == pytest.approx(0.5, abs=1.0 / arrays[name].size + 1e-9)
