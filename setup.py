@@ -42,18 +42,24 @@ setup(
     ext_modules=[ext],
     cmdclass={"build_ext": build_ext},
     python_requires=">=3.11",
+    # Exact pins: these versions produced the figures in the README.
     install_requires=[
-        "numpy>=2.0,<2.5",
-        "scipy>=1.13",
-        "numba>=0.61",
+        "numpy==2.4.6",
+        "scipy==1.17.1",
+        "numba==0.68.1",
         "jiwer==4.0.0",
-        "tqdm>=4.66",
+        "tqdm==4.70.1",
         "espeakng-loader==0.2.4",
-        "tomli-w>=1.0",
+        "tomli-w==1.2.0",
+        "matplotlib==3.11.2",
+        "dask[distributed]==2026.8.0",
     ],
     extras_require={
         "train": ["torch==2.13.0"],
-        "test": ["pytest>=8", "hypothesis>=6.100", "pytest-benchmark>=5.0"],
+        "test": ["pytest==9.2.0", "hypothesis==6.170.15", "pytest-benchmark==5.3.1", "pillow>=10"],
     },
-    entry_points={"console_scripts": ["azsim=azsim.cli:main"]},
+    entry_points={
+        "console_scripts": ["azsim=azsim.cli:main"],
+        "pytest11": ["azsim = azsim.pytest_plugin"],
+    },
 )
