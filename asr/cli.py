@@ -156,18 +156,21 @@ def evaluate_subset(model, utterances, beam: int = 4, digits: bool = False, prog
     from asr.metrics import subset_metrics
     from asr.stream import decode_features
 
-    refs, hyps, decode_s, audio_s = [], [], 0.0, 0.0
+    refs, hyps, decode_s, cpu_s, audio_s = [], [], 0.0, 0.0, 0.0
     for utt in tqdm(utterances, desc=desc, unit="utt", file=sys.stderr, disable=not progress, leave=False):
         feats = stack_frames(np.asarray(utt.feats, np.float32))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = decode_features(model, feats, beam=beam)
         decode_s += time.perf_counter() - t0
+        cpu_s += time.process_time() - c0
         audio_s += float(utt.duration_s)
         refs.append(utt.text)
         hyps.append(result.text)
     out = subset_metrics(refs, hyps, digits=digits)
     out.update({"audio_seconds": round(audio_s, 3), "decode_seconds": round(decode_s, 3),
                 "rtf": round(decode_s / audio_s, 5) if audio_s else None,
+                # CPU seconds (all threads) per audio second: robust to other jobs on the machine
+                "decode_cpu_seconds": round(cpu_s, 3), "rtf_cpu": round(cpu_s / audio_s, 5) if audio_s else None,
                 "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:3]]})
     return out
 

@@ -163,6 +163,7 @@ def test_eval_on_tiny_corpus(model_path, tmp_path, capsys, monkeypatch):
     assert "digit_accuracy" in subs["test_fsdd"] and "digit_accuracy" not in subs["test_clean"]
     for r in subs.values():
         assert r["wer"] >= 0 and r["cer"] >= 0 and r["rtf"] > 0 and r["audio_seconds"] > 0
+        assert r["rtf_cpu"] > 0
     # the same numbers from the metrics module, decoding the same features directly
     from asr.features import stack_frames
     from asr.model.numpy_rnnt import NumpyRNNT
