@@ -81,7 +81,12 @@ def from_torch(model: RNNT, base: dict, names) -> dict:
 class DiffTrainConfig:
     steps: int = 60
     batch_size: int = 16
-    lr: float = 1e-3
+    # SGD, not Adam: a fresh Adam moves every weight by ~lr per step whatever its gradient,
+    # which wrecked the shipped model's original-test WER in a 25-step probe (34.7% -> 44.7% at
+    # lr 1e-4 while the new names barely improved); SGD moves weights in proportion to their
+    # gradients.
+    lr: float = 5e-3
+    optimizer: str = "sgd"           # sgd (momentum 0.9) | adam: for theta and for hash values
     replay_fraction: float = 0.5     # share of each batch drawn from the original training data
     seed: int = 0
     # sparse diff
@@ -91,7 +96,15 @@ class DiffTrainConfig:
     tau_end: float = 0.01
     # hash diff
     hash_k: int = 4096
-    hash_lr: float = 3e-3
+    hash_lr: float = 5e-3
+
+
+def _optimizer(params, lr: float, kind: str):
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    raise ValueError(f"optimizer = {kind!r} (allowed: adam, sgd)")
 
 
 def _batches(new_ex, old_ex, cfg: DiffTrainConfig, rng: np.random.Generator):
@@ -121,7 +134,7 @@ def finetune_full(base: dict, cfg_model: dict, new_ex, old_ex, cfg: DiffTrainCon
     model = to_torch(base, cfg_model)
     names = target_names(cfg_model)
     params = dict(model.named_parameters())
-    opt = torch.optim.Adam([params[n] for n in names], lr=cfg.lr)
+    opt = _optimizer([params[n] for n in names], cfg.lr, cfg.optimizer)
     model.train()
     for batch in _batches(new_ex, old_ex, cfg, np.random.default_rng([cfg.seed, 1])):
         opt.zero_grad(set_to_none=True)
@@ -194,7 +207,7 @@ def train_sparse_diff(base: dict, cfg_model: dict, new_ex, old_ex, cfg: DiffTrai
     n_total = sum(theta0[n].numel() for n in names)
     # A first guess of the kept fraction: bitmask costs N/8 bytes + one byte per kept value.
     final_keep = max(1e-4, min(1.0, (budget_bytes - n_total / 8) / n_total))
-    opt = torch.optim.Adam([params[n] for n in names], lr=cfg.lr)
+    opt = _optimizer([params[n] for n in names], cfg.lr, cfg.optimizer)
     model.train()
     for step, batch in enumerate(_batches(new_ex, old_ex, cfg, np.random.default_rng([cfg.seed, 1]))):
         opt.zero_grad(set_to_none=True)
@@ -232,7 +245,7 @@ def train_hash_diff(base: dict, cfg_model: dict, new_ex, old_ex, cfg: DiffTrainC
     idx_np, sign_np = bucket_and_sign(n_total, cfg.hash_k, hash_seed)
     idx, sign = torch.from_numpy(idx_np), torch.from_numpy(sign_np)
     v = torch.zeros(cfg.hash_k, requires_grad=True)
-    opt = torch.optim.Adam([v], lr=cfg.hash_lr)
+    opt = _optimizer([v], cfg.hash_lr, cfg.optimizer)
     offsets = np.concatenate([[0], np.cumsum(sizes)])
 
     def set_params(vv):

@@ -41,10 +41,33 @@ def _log(msg, progress):
         print(msg, file=sys.stderr, flush=True)
 
 
-def _wer(arrays, cfg, examples) -> float:
+def _decode(arrays, cfg, examples) -> tuple[list[str], list[str]]:
+    """Greedy (refs, hyps) of the float model `arrays` on `examples`."""
+    import torch
+    from asr import text as asr_text
     from asr.diff.train import to_torch
-    from asr.train.loop import evaluate
-    return float(evaluate(to_torch(arrays, cfg), examples)["wer"])
+    from asr.train.loop import collate, greedy_batch
+    model = to_torch(arrays, cfg)
+    refs, hyps = [], []
+    with torch.no_grad():
+        for i in range(0, len(examples), 32):
+            idx = list(range(i, min(len(examples), i + 32)))
+            x, x_lens, _, _ = collate(examples, idx)
+            for j, ids in zip(idx, greedy_batch(model, x, x_lens)):
+                refs.append(examples[j].text)
+                hyps.append(asr_text.decode(ids).strip())
+    return refs, hyps
+
+
+def _wer_of(pairs) -> float:
+    from asr.train.loop import error_rates
+    refs = [r for p in pairs for r in p[0]]
+    hyps = [h for p in pairs for h in p[1]]
+    return float(error_rates(refs, hyps)[1])
+
+
+def _wer(arrays, cfg, examples) -> float:
+    return _wer_of([_decode(arrays, cfg, examples)])
 
 
 def run(quick: bool = False, model=None, preset: str = "default", updates: int = N_UPDATES,
@@ -108,7 +131,6 @@ def run(quick: bool = False, model=None, preset: str = "default", updates: int =
     current = {"sparse": base, "hash": base, "full": base}
     rows = []
     for s, (tr, te) in enumerate(shifts):
-        seen_test = [e for _, t in shifts[: s + 1] for e in t]
         for method in ("sparse", "hash", "full"):
             t0 = clock()
             prev = current[method]
@@ -126,12 +148,13 @@ def run(quick: bool = False, model=None, preset: str = "default", updates: int =
                 if not all(np.array_equal(new[n], trained[n]) for n in names):
                     raise RuntimeError(f"{path}: applying the diff did not reproduce the trained model")
             changed = [new[n] != prev[n] for n in names]
+            decoded = [_decode(new, cfg, t) for _, t in shifts[: s + 1]]   # every shift so far
             cost = apply_cost(changed, payload, hw)
             row = {"update": s + 1, "method": method, "payload_bytes": int(payload),
                    "payload_vs_model": payload / model_bytes,
                    "payload_vs_int8_model": payload / n_params,
                    "changed_weights": int(sum(int(c.sum()) for c in changed)),
-                   "wer_new": _wer(new, cfg, te), "wer_seen": _wer(new, cfg, seen_test),
+                   "wer_new": _wer_of(decoded[-1:]), "wer_seen": _wer_of(decoded),
                    "wer_orig": _wer(new, cfg, orig_test), **cost, "seconds": clock() - t0}
             if method == "sparse":
                 row["budget_bytes"] = info["budget_bytes"]
