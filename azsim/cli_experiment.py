@@ -18,6 +18,8 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
                     "final vs speculative end-pointers: delay, resets, cut-offs, user-perceived latency, uplink bytes"),
     "biasing": ("asr.experiments.biasing",
                 "context biasing (shallow fusion, neural): WER on name-bearing and name-free utterances, decode time"),
+    "amortized": ("asr.experiments.amortized", "branching lean/full encoders vs single encoders: WER, MFLOP/frame, end-of-speech latency"),
+    "diffs": ("asr.experiments.diffs", "5 model updates as sparse diffs, hash diffs, full fine-tunes: bytes, WER, chip apply cost"),
 }
 
 
