@@ -344,3 +344,12 @@ def test_neural_bias_bad_files(tmp_path):
     np.savez(p, a=np.zeros(2))
     with pytest.raises(ModelError):
         NB.NeuralBias(p)
+
+
+def test_end_bonus_only_for_completed_names():
+    bias = BiasList.compile(["john"], weight=1.0, end_bonus=3.0)
+    assert bias.total_bonus(_toks("call john now")) == pytest.approx(5.0 + 3.0)
+    assert bias.total_bonus(_toks("call john")) == pytest.approx(5.0 + 3.0)      # at the very end
+    assert bias.total_bonus(_toks("call johnny")) == pytest.approx(0.0)
+    with pytest.raises(ConfigError, match="end bonus"):
+        BiasList.compile(["john"], end_bonus=-1)

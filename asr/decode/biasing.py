@@ -97,9 +97,10 @@ class BiasList:
     """An Aho-Corasick automaton over one request's names; a beam-search TokenScorer."""
 
     def __init__(self, names: list[str], weight: float, goto: np.ndarray, depth: np.ndarray,
-                 is_end: np.ndarray, parent: np.ndarray, fail: np.ndarray):
+                 is_end: np.ndarray, parent: np.ndarray, fail: np.ndarray, end_bonus: float = 0.0):
         self.names = names
         self.weight = float(weight)
+        self.end_bonus = float(end_bonus)
         self.goto = goto          # (nodes, V) int32: the automaton's transition (failure arcs folded in)
         self.depth = depth        # (nodes,) characters from the root
         self.is_end = is_end      # (nodes,) a name (with its trailing boundary) ends here
@@ -115,11 +116,15 @@ class BiasList:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def compile(cls, names, weight: float = 1.5, source: str = "bias list") -> "BiasList":
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (
-                WEIGHT_RANGE[0] <= weight <= WEIGHT_RANGE[1]):
-            raise ConfigError(f"{source}: boost weight = {weight!r}; allowed: a number in "
-                              f"[{WEIGHT_RANGE[0]}, {WEIGHT_RANGE[1]}] (log-prob units per token)")
+    def compile(cls, names, weight: float = 1.5, source: str = "bias list",
+                end_bonus: float = 0.0) -> "BiasList":
+        """``weight`` per matched token (withdrawn if the match breaks); ``end_bonus`` once per
+        completed name (never withdrawn)."""
+        for label, v in (("boost weight", weight), ("end bonus", end_bonus)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
+                    WEIGHT_RANGE[0] <= v <= WEIGHT_RANGE[1]):
+                raise ConfigError(f"{source}: {label} = {v!r}; allowed: a number in "
+                                  f"[{WEIGHT_RANGE[0]}, {WEIGHT_RANGE[1]}] (log-prob units)")
         names = normalize_names(names, source)
         children: list[dict[int, int]] = [{}]
         depth, parent, is_end = [0], [-1], [False]
@@ -153,7 +158,7 @@ class BiasList:
                 queue.append(child)
         goto[:, BLANK] = np.arange(n)  # blank never reaches a scorer; keep the state if it does
         return cls(names, weight, goto, np.array(depth, np.int32), np.array(is_end, bool),
-                   np.array(parent, np.int32), fail)
+                   np.array(parent, np.int32), fail, end_bonus)
 
     @property
     def num_nodes(self) -> int:
@@ -184,7 +189,8 @@ class BiasList:
         since = since + 1 if since < self.max_depth else since
         after = self._pending(nxt, since)
         if self._is_end[nxt]:
-            return after - before, (nxt, 0)     # name complete: its boost is locked in
+            # name complete: its boost is locked in, plus the completion bonus
+            return after - before + self.end_bonus, (nxt, 0)
         return after - before, (nxt, since)
 
     def final(self, state: tuple[int, int]) -> float:
@@ -193,7 +199,7 @@ class BiasList:
         nxt = self._goto[node][_SPACE]
         if self._is_end[nxt] and self._depth1[nxt] == self._depth1[node] + 1:
             # a whole name but for its trailing boundary: keep it, and grant the boundary too
-            return self._pending(nxt, since + 1) - pending
+            return self._pending(nxt, since + 1) - pending + self.end_bonus
         return -pending
 
     def total_bonus(self, tokens) -> float:
