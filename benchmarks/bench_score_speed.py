@@ -41,11 +41,13 @@ def run(model=MODEL, recipe=RECIPE, limit=40, beam=4) -> dict:
 def test_score_speed(benchmark):
     limit = int(os.environ.get("AZSIM_BENCH_UTTS", "40"))
     r = benchmark.pedantic(run, kwargs={"limit": limit}, rounds=1, iterations=1)
-    benchmark.extra_info.update({"sim_speed_x": r["sim_speed_x"], "audio_s": r["audio_s"],
+    benchmark.extra_info.update({"sim_speed_x": r["sim_speed_x"], "sim_speed_x_cpu": r["sim_speed_x_cpu"],
+                                 "host_cpu_s": r["host_cpu_s"], "audio_s": r["audio_s"],
                                  "host_s": r["host_s"], "utterances": r["n"], "beam": r["beam"],
                                  "recipe": r["recipe"], "goal_x": GOAL_X})
     print(f"\nazsim score: {r['audio_s']:.1f} s of audio in {r['host_s']:.2f} s of host time = "
-          f"{r['sim_speed_x']:.1f}x real time (goal >= {GOAL_X:.0f}x)")
+          f"{r['sim_speed_x']:.1f}x real time (CPU time {r['host_cpu_s']:.2f} s = "
+          f"{r['sim_speed_x_cpu']:.1f}x; goal >= {GOAL_X:.0f}x)")
     assert r["sim_speed_x"] > 0
 
 
@@ -58,7 +60,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     r = run(a.model, a.recipe, a.limit, a.beam)
     print(f"{r['n']} utterances, {r['audio_s']:.1f} s of audio in {r['host_s']:.2f} s of host time: "
-          f"{r['sim_speed_x']:.1f}x real time (goal >= {GOAL_X:.0f}x); WER {100 * r['wer']:.2f} %")
+          f"{r['sim_speed_x']:.1f}x real time; CPU time {r['host_cpu_s']:.2f} s = {r['sim_speed_x_cpu']:.1f}x "
+          f"(goal >= {GOAL_X:.0f}x); WER {100 * r['wer']:.2f} %")
     return 0
 
 

@@ -30,7 +30,9 @@ def test_shipped_recipes_load():
     names = {p.stem: recipe.load(p) for p in sorted((REPO / "recipes").glob("*.toml"))}
     assert {"int8", "int8-sparse50"} <= set(names)
     assert names["int8"].default.bits == 8 and names["int8"].default.sparsity == 0.0
-    assert names["int8-sparse50"].default.sparsity == 0.5
+    # 50% of all weights: LSTMs at 52.5%, the small projections dense (see the recipe)
+    s50 = names["int8-sparse50"]
+    assert s50.default.sparsity == 0.525 and s50.layer("joint_out").sparsity == 0.0
     for r in names.values():
         assert r.method == "ptq"
 
@@ -57,6 +59,7 @@ BAD = [
     ('[calibration]\nsubset = "test_clean"\n', "calibration.subset", "never a test subset"),
     ('[calibration]\nutterances = 0\n', "calibration.utterances", "[1, 10000]"),
     ('[calibration]\nstatistic = "mean"\n', "calibration.statistic", "max, percentile"),
+    ('solver = "obs"\n', "solver", "round, gptq"),
 ]
 
 
@@ -138,6 +141,41 @@ def test_levels_snap():
     vals = np.unique(q)
     assert len(vals) <= 16 and 0 in vals
     assert np.count_nonzero(q == 0) >= int(0.4 * q.size)   # pruned weights stay zero
+
+
+def _correlated(seed=0, n=2000, k=64):
+    """Inputs like an LSTM layer's: correlated, with very different scales per input."""
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(n, k)) @ rng.normal(size=(k, k)) * 0.3) * np.logspace(-1, 0.5, k)
+
+
+@pytest.mark.parametrize("bits,sparsity,nm", [(8, 0.0, None), (4, 0.0, None), (8, 0.5, None),
+                                              (8, 0.0, (2, 4))])
+def test_gptq_beats_round_to_nearest(bits, sparsity, nm):
+    """Same grid and the same number of zeros, smaller output error on the calibration inputs."""
+    X = _correlated()
+    W = np.random.default_rng(1).normal(size=(96, 64))
+    q, s = ptq.gptq(W, ptq.hessian([X]), bits, sparsity, nm)
+    r, rs = ptq.quantize_weight(ptq.prune(W, sparsity, nm) if (sparsity or nm) else W, bits)
+    assert q.dtype == np.int8 and np.abs(q).max() <= (127 if bits == 8 else 7)
+    assert np.allclose(s, rs)                     # same per-row grid
+    err_g = np.linalg.norm(X @ (W - q * s[:, None]).T)
+    err_r = np.linalg.norm(X @ (W - r * rs[:, None]).T)
+    assert err_g < err_r
+    if sparsity:
+        assert np.count_nonzero(q == 0) >= int(sparsity * q.size)
+    if nm:
+        assert (np.count_nonzero(q.reshape(96, -1, 4), axis=2) <= 2).all()
+
+
+def test_gptq_solver_in_quantize(fm):
+    qm = ptq.quantize(fm, recipe.from_dict({"name": "g", "sparsity": 0.5, "solver": "gptq"}), _calib())
+    for name in ("encoder.l0", "encoder.l1", "pred.l0"):
+        assert qm.layer_meta[name]["sparsity"] >= 0.5
+    im = IntRNNT(qm)
+    x = toy.random_features(10, 5)
+    lq = im.joint(im.encode(x, im.encoder_init())[0], im.predict(0, im.predictor_init())[0][None])
+    assert np.isfinite(lq).all()
 
 
 # ------------------------------------------------------------------------------ PTQ accuracy

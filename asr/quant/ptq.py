@@ -96,6 +96,67 @@ def quantize_weight(w: np.ndarray, bits: int, levels: int = 0) -> tuple[np.ndarr
     return q, scale
 
 
+def gptq(w: np.ndarray, H: np.ndarray, bits: int, sparsity: float = 0.0,
+         nm: tuple[int, int] | None = None, block: int = 64, damp: float = 0.01):
+    """One-shot pruning + quantization with error compensation (GPTQ, Frantar et al. 2022;
+    SparseGPT, Frantar & Alistarh 2023): columns are handled left to right; each column is
+    pruned (mask by w^2 / [H^-1]_jj^2, per block of columns, or per N:M group) and rounded to
+    the row's grid, and its error is spread over the columns not yet handled so that
+    ||W X - Q X|| stays small on the calibration inputs X (H = X^T X).
+
+    Returns (int8 weights, per-row scales) like quantize_weight."""
+    qmax = 127 if bits == 8 else 7
+    W = np.array(w, dtype=np.float64, copy=True, order="C")
+    N, K = W.shape
+    H = np.array(H, dtype=np.float64, copy=True)
+    dead = np.diag(H) == 0
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+    H[np.diag_indices(K)] += damp * float(np.mean(np.diag(H)))
+    amax = np.abs(W).max(axis=1)
+    scale = np.where(amax > 0, amax / qmax, 1.0)
+    Hinv = np.linalg.cholesky(np.linalg.inv(H)).T          # upper Cholesky factor of H^-1
+    Q = np.zeros_like(W)
+    for i1 in range(0, K, block):
+        i2 = min(i1 + block, K)
+        W1 = W[:, i1:i2].copy()
+        Hb = Hinv[i1:i2, i1:i2]
+        dg = np.diag(Hb)
+        mask = np.zeros_like(W1, dtype=bool)                # True = pruned
+        if nm is None and sparsity > 0:
+            tmp = W1**2 / dg[None, :] ** 2
+            k = int(round(tmp.size * sparsity))
+            if k:
+                mask.reshape(-1)[np.argsort(tmp.reshape(-1), kind="stable")[:k]] = True
+        Err = np.zeros_like(W1)
+        for j in range(i2 - i1):
+            if nm is not None and (i1 + j) % nm[1] == 0:
+                n_keep, m = nm
+                tmp = W1[:, j:j + m] ** 2 / dg[None, j:j + m] ** 2
+                order = np.argsort(tmp, axis=1, kind="stable")
+                drop = order[:, :max(0, tmp.shape[1] - n_keep)]
+                np.put_along_axis(mask[:, j:j + m], drop, True, axis=1)
+            col = W1[:, j]
+            q = np.clip(np.rint(col / scale), -qmax, qmax) * scale
+            q[mask[:, j]] = 0.0
+            Q[:, i1 + j] = q
+            err = (col - q) / Hb[j, j]
+            W1[:, j:] -= np.outer(err, Hb[j, j:])
+            Err[:, j] = err
+        W[:, i2:] -= Err @ Hinv[i1:i2, i2:]
+    return np.clip(np.rint(Q / scale[:, None]), -qmax, qmax).astype(np.int8), scale
+
+
+def hessian(xs) -> np.ndarray:
+    """X^T X over calibration rows (a list of (T, K) arrays), float64."""
+    K = xs[0].shape[1]
+    H = np.zeros((K, K))
+    for x in xs:
+        x = np.asarray(x, np.float64)
+        H += x.T @ x
+    return H
+
+
 def _bias_q(b: np.ndarray, prod_scale: np.ndarray) -> np.ndarray:
     q = np.rint(np.asarray(b, np.float64) / prod_scale)
     return np.clip(q, -(2**31), 2**31 - 1).astype(np.int32)
@@ -130,7 +191,7 @@ def calibration_set(utterances, limit: int | None = None) -> list[tuple[np.ndarr
 
 def collect_activations(fm, calib) -> dict:
     """Float activations of the model on calibration data: {name: [arrays]}."""
-    acts = {"input": [], "enc": [], "pred": []}
+    acts = {"input": [], "enc": [], "pred": [], "embed_out": []}
     for k in range(len(fm.enc_layers)):
         acts[f"encoder.l{k}"] = []
     for k in range(len(fm.pred_layers)):
@@ -145,6 +206,7 @@ def collect_activations(fm, calib) -> dict:
         acts["enc"].append(h @ fm.enc_proj_w_t + fm.enc_proj_b)
         # The predictor sees SOS (blank) and then the reference tokens.
         h = fm.embed[np.asarray([fm.blank] + list(tokens), np.int64)]
+        acts["embed_out"].append(h)
         for k, layer in enumerate(fm.pred_layers):
             z = np.zeros(layer.hidden, np.float32)
             h, _, _ = layer.run(h, z, z)
@@ -166,7 +228,34 @@ def _float_arrays(fm) -> dict:
     return d
 
 
-def _prep(w, lr: LayerRecipe) -> tuple[np.ndarray, np.ndarray]:
+def _layer_inputs(acts: dict, name: str, which: str) -> list:
+    """Float inputs seen by a weight matrix on the calibration data (for the gptq solver)."""
+    prefix, k = name.split(".l")
+    k = int(k)
+    if which == "wh":   # h_{t-1}: the layer's own outputs shifted by one step
+        return [np.vstack([np.zeros((1, h.shape[1]), h.dtype), h[:-1]]) for h in acts[name]]
+    if k > 0:
+        return acts[f"{prefix}.l{k - 1}"]
+    return acts["input"] if prefix == "encoder" else acts["embed_out"]
+
+
+def _joint_inputs(acts: dict, seed: int, pairs: int = 512) -> list:
+    """tanh(enc_t + pred_u) on sampled (t, u) pairs of each calibration utterance."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for enc, pred in zip(acts["enc"], acts["pred"]):
+        t = rng.integers(0, enc.shape[0], pairs)
+        u = rng.integers(0, pred.shape[0], pairs)
+        out.append(np.tanh(enc[t] + pred[u]))
+    return out
+
+
+def _prep(w, lr: LayerRecipe, inputs=None) -> tuple[np.ndarray, np.ndarray]:
+    if lr.solver == "gptq" and inputs is not None:
+        q, s = gptq(w, hessian(inputs), lr.bits, 0.0 if lr.nm else lr.sparsity, lr.nm)
+        if lr.levels:
+            q = _snap_levels(q, lr.levels, 127 if lr.bits == 8 else 7)
+        return q, s
     wp = prune(w, lr.sparsity, lr.nm) if (lr.sparsity or lr.nm) else np.asarray(w, np.float32)
     q, s = quantize_weight(wp, lr.bits, lr.levels)
     return q, s
@@ -209,8 +298,8 @@ def quantize(fm, recipe: Recipe, calib, source: str = "") -> QuantModel:
             name = f"{prefix}.l{k}"
             lr = recipe.layer(name)
             s_h = min(_stat(acts[name], cal), 1.0) / 127.0
-            wx, s_wx = _prep(fw[name]["wx"], lr)
-            wh, s_wh = _prep(fw[name]["wh"], lr)
+            wx, s_wx = _prep(fw[name]["wx"], lr, _layer_inputs(acts, name, "wx"))
+            wh, s_wh = _prep(fw[name]["wh"], lr, _layer_inputs(acts, name, "wh"))
             mult_x, shift_x = _qm(s_x * s_wx / GATE_SCALE)
             mult_h, shift_h = _qm(s_h * s_wh / GATE_SCALE)
             h_mult, h_shift = ref.quantize_multiplier(1.0 / (2.0**30 * s_h))
@@ -223,7 +312,7 @@ def quantize(fm, recipe: Recipe, calib, source: str = "") -> QuantModel:
         proj = "enc_proj" if prefix == "encoder" else "pred_proj"
         lr = recipe.layer(proj)
         s_y = _stat(acts["enc" if prefix == "encoder" else "pred"], cal) / 127.0
-        w, s_w = _prep(fw[proj]["w"], lr)
+        w, s_w = _prep(fw[proj]["w"], lr, acts[f"{prefix}.l{n_layers - 1}"])
         mult, shift = _qm(s_x * s_w / s_y)
         layers[proj] = {"w": w, "bias": _bias_q(fw[proj]["b"], s_x * s_w), "mult": mult,
                         "shift": shift, "s_w": s_w}
@@ -238,7 +327,8 @@ def quantize(fm, recipe: Recipe, calib, source: str = "") -> QuantModel:
     layers["joint"] = {"a_mult": np.int64(ma), "b_mult": np.int64(mb), "add_shift": np.int64(sh),
                        "tanh_mult": np.int64(tm), "tanh_shift": np.int64(ts)}
     lr = recipe.layer("joint_out")
-    w, s_w = _prep(fw["joint_out"]["w"], lr)
+    w, s_w = _prep(fw["joint_out"]["w"], lr, _joint_inputs(acts, cal.seed)
+                   if lr.solver == "gptq" else None)
     layers["joint_out"] = {"w": w, "bias": _bias_q(fw["joint_out"]["b"], TANH_SCALE * s_w),
                            "out_scale": TANH_SCALE * s_w, "s_w": s_w}
     meta("joint_out", lr, TANH_SCALE, None, [w])

@@ -10,6 +10,10 @@
                               #   integer values per tensor (k-means), for the codebook formats
     format = "auto"           # a weight format of azsim.compress, or "auto": the smallest
                               #   lossless format for each tensor among the chip's decoder formats
+    solver = "round"          # "round": magnitude pruning + round to nearest; "gptq": pruning
+                              #   mask and rounding chosen column by column, each column's error
+                              #   compensated on the remaining ones with calibration inputs
+                              #   (GPTQ / SparseGPT, one shot, no training)
 
     [calibration]             # activation scales, measured on the float model
     subset = "dev"            # corpus subset the utterances come from
@@ -38,7 +42,8 @@ from azsim.errors import ConfigError
 METHODS = ("ptq",)
 PLANNED_METHODS = ("qat", "reg-qat", "distill")   # in issue 4, not built yet
 STATISTICS = ("max", "percentile")
-LAYER_FIELDS = ("bits", "sparsity", "pattern", "levels", "format")
+LAYER_FIELDS = ("bits", "sparsity", "pattern", "levels", "format", "solver")
+SOLVERS = ("round", "gptq")
 TOP_FIELDS = ("name", "description", "method", "calibration", "layers") + LAYER_FIELDS
 CALIBRATION_FIELDS = ("subset", "utterances", "statistic", "percentile", "seed")
 _LAYER_RE = re.compile(r"^(encoder\.l\d+|pred\.l\d+|enc_proj|pred_proj|joint_out)$")
@@ -52,6 +57,7 @@ class LayerRecipe:
     pattern: str = "unstructured"
     levels: int = 0
     format: str = "auto"
+    solver: str = "round"
 
     @property
     def nm(self) -> tuple[int, int] | None:
@@ -63,7 +69,7 @@ class LayerRecipe:
 
     def to_dict(self) -> dict:
         return {"bits": self.bits, "sparsity": self.sparsity, "pattern": self.pattern,
-                "levels": self.levels, "format": self.format}
+                "levels": self.levels, "format": self.format, "solver": self.solver}
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,9 @@ def _layer(src: str, where: str, d: dict, base: LayerRecipe) -> LayerRecipe:
         elif key == "format":
             if v != "auto" and v not in FORMATS:
                 raise _err(src, fld, f"{v!r} (allowed: auto, {', '.join(FORMATS)})")
+        elif key == "solver":
+            if v not in SOLVERS:
+                raise _err(src, fld, f"{v!r} (allowed: {', '.join(SOLVERS)})")
         else:
             raise _err(src, fld, f"unknown field (allowed: {', '.join(LAYER_FIELDS)})")
         vals[key] = v
