@@ -58,8 +58,5 @@ setup(
         "train": ["torch==2.13.0"],
         "test": ["pytest==9.2.0", "hypothesis==6.170.15", "pytest-benchmark==5.3.1", "pillow>=10"],
     },
-    entry_points={
-        "console_scripts": ["azsim=azsim.cli:main"],
-        "pytest11": ["azsim = azsim.pytest_plugin"],
-    },
+    entry_points={"console_scripts": ["azsim=azsim.cli:main"]},
 )
