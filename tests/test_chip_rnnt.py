@@ -211,3 +211,26 @@ def test_real_utterance_bit_exact(models):
     assert np.array_equal(ea, eb) and _states_equal(sa[1], sb[1])
     na, nb = beam_search(im, ea[:20], beam=2), beam_search(cm, eb[:20], beam=2)
     assert [h.tokens for h in na] == [h.tokens for h in nb]
+
+
+def test_slow_chip_builds_a_backlog(float_model):
+    """A chip slower than real time queues frames: each starts when the previous work ends,
+    the backlog grows frame by frame and the latency exceeds the audio's frame period."""
+    qm = ptq.quantize(float_model, recipe.from_dict({"name": "int8"}), _calib(2))
+    slow = HW.with_overrides({"clock_hz": 1e6, "offchip.bytes_per_cycle": 0.5})
+    cm = ChipRNNT(qm, slow, placement="stream")
+    u = cm.start_utterance()
+    from asr.stream import make_search
+    search, state = make_search(cm, 2), cm.encoder_init()
+    x = toy.random_features(10, 2)
+    for t in range(10):
+        enc, state = cm.encode(x[t:t + 1], state)
+        search.advance(enc)
+    frames = list(u.frames)
+    rec = cm.finish_utterance()
+    waits = [f.start_cycle - f.arrival_cycle for f in frames]
+    assert waits[0] == 0 and all(b > a for a, b in zip(waits[1:], waits[2:]))
+    for a, b in zip(frames, frames[1:]):
+        assert b.start_cycle == max(b.arrival_cycle, a.end_cycle)
+    assert rec["max_backlog_ms"] == pytest.approx(1e3 * waits[-1] / 1e6)
+    assert rec["latency_ms"] > 30.0 and rec["chip_busy_s"] > rec["audio_s"]
