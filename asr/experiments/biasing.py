@@ -323,7 +323,8 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
             r["rel_wer_reduction_names"] = ((base_names - r["wer_names"]) / base_names
                                             if base_names and r.get("wer_names") is not None else None)
             r["abs_wer_change_no_names"] = r["wer_no_names"] - base_none
-            r["decode_time_ratio"] = 2 * r["decode_ms_per_utt"] / base_ms
+            r["decode_time_ratio"] = (2 * r["decode_ms_per_utt"] / base_ms
+                                      if r.get("decode_ms_per_utt") is not None else None)
             rows.append(r)
     sf, sf_large = rows[1], rows[2]
     goals = {
