@@ -100,9 +100,6 @@ class ChipRNNT(QuantRNNTBase):
         self.sessions = {p: Session(self.programs[p], keep_timeline=False) for p in PROGRAMS}
         self.free_cycle = 0
         self.utt: UtteranceRecord | None = None
-        self._n_enc = cfg_layers = int(qm.config["encoder_layers"])
-        self._enc_in = ["x"] + [n for k in range(cfg_layers) for n in (f"h{k}", f"c{k}")]
-        self._n_pred = int(qm.config["pred_layers"])
 
     # --- graphs ------------------------------------------------------------------------------
     def _lstm(self, g, name, x, h, c):

@@ -15,8 +15,11 @@ Activations: symmetric int8 scales from the float model on calibration utterance
 percentile of |x|): the normalized input, every LSTM layer's h, the enc and pred outputs.
 Gates and cell states use the fixed Q3.12 / Q0.15 formats of azsim.reference.
 
-Still missing from issue 4: quantization-aware training, the regularized QAT, gradual
-(Zhu-Gupta) sparsification during training and distillation; pruning here is one-shot.
+Solvers (recipe field ``solver``): "round" = magnitude pruning + round to nearest; "gptq" =
+GPTQ / SparseGPT, which picks the pruning mask and the rounding column by column and spreads
+each column's error over the columns not yet done, using the calibration inputs of that
+weight (function ``gptq``). Both are one shot; training-time methods (QAT, gradual
+Zhu-Gupta sparsification with asr.quant.sparsify, distillation) live in asr/train.
 """
 from __future__ import annotations
 
@@ -79,7 +82,6 @@ def _snap_levels(q: np.ndarray, levels: int, qmax: int) -> np.ndarray:
     cent = cent[cent != 0] if has_zero else cent
     table = np.concatenate([[0.0], cent]) if has_zero else cent
     lut = {int(x): int(table[np.argmin(np.abs(table - x))]) for x in vals}
-    lut[0] = 0 if has_zero else lut.get(0, 0)
     mapper = np.vectorize(lut.__getitem__, otypes=[np.int64])
     return mapper(q).astype(q.dtype)
 

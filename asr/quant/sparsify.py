@@ -17,8 +17,8 @@ number kept per group falls from M to N following the same cubic curve, so s_f =
     for step in ...:
         loss.backward(); opt.step(); pruner.step(step)
 
-Not yet wired into asr/train/loop.py (that file is the training helper's): the hook point is
-right after ``opt.step()``, plus ``state_dict()`` / ``load_state_dict()`` in the checkpoint.
+Used by asr/train/compress_train.py (the sparse compression configs): the hook point is right
+after ``opt.step()``, plus ``state_dict()`` / ``load_state_dict()`` in the checkpoint.
 """
 from __future__ import annotations
 
