@@ -7,20 +7,20 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 
 from azsim.errors import AzsimError
 
 # module -> it exposes register(subparsers), adding parsers with set_defaults(func=...)
 _COMMAND_MODULES = (
-    "azsim.cli_presets",  # presets
-    "azsim.cli_layer",    # layer
-    "asr.cli",            # transcribe, train, eval
-    "azsim.cli_score",  # score
-    "azsim.cli_workflows",  # sweep, pareto, fit, report, compare
-    "azsim.cli_experiment",  # experiment (endpointing, biasing)
-    "azsim.cli_table",      # table
+    "azsim.cli_demo",        # demo (the main job on the bundled defaults)
+    "azsim.cli_presets",     # presets
+    "azsim.cli_layer",       # layer
+    "asr.cli",               # transcribe, train, eval
+    "azsim.cli_score",       # score
+    "azsim.cli_table",       # table
+    "azsim.cli_workflows",   # sweep, pareto, fit, report, compare
+    "azsim.cli_experiment",  # experiment (endpointing, biasing, amortized, diffs)
 )
 
 
@@ -28,8 +28,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="azsim", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _COMMAND_MODULES:
-        if importlib.util.find_spec(name) is None:  # TODO(lead): drop once every module has landed
-            continue
         importlib.import_module(name).register(sub)
     return parser
 
