@@ -224,3 +224,11 @@ def test_chip_backlog_on_a_slow_clock():
     tl = timeline(np.array(r["cycles"]) / 1e6, 0.030)
     assert r["latency_s"] == pytest.approx(tl["latency_s"], abs=2e-6)
     assert r["max_wait_s"] > 0.0
+
+
+def test_experiment_cli_rejects_bad_options(capsys):
+    from azsim.cli import main
+    assert main(["experiment", "amortized", "--quick", "--load", "0.5"]) == 2
+    assert "--load" in capsys.readouterr().err
+    assert main(["experiment", "amortized", "--quick", "--steps", "0"]) == 2
+    assert "--steps" in capsys.readouterr().err

@@ -252,3 +252,11 @@ def test_touched_bursts_and_apply_cost():
     assert full["offchip_write_bytes"] == 5 * 64 and c["apply_ms"] > 0
     # bytes / (8 B/cycle) + one request latency (80 cycles) for the payload and two per run
     assert full["apply_ms"] == pytest.approx(1e3 * ((320 + 320 + 320) / 8 + 3 * 80) / 800e6)
+
+
+def test_experiment_cli_rejects_bad_options(capsys):
+    from azsim.cli import main
+    assert main(["experiment", "diffs", "--quick", "--updates", "0"]) == 2
+    assert "--updates" in capsys.readouterr().err
+    assert main(["experiment", "diffs", "--quick", "--budget", "2"]) == 2
+    assert "--budget" in capsys.readouterr().err
