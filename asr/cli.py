@@ -185,7 +185,7 @@ def cmd_eval(args) -> int:
     model = _load_model(args.model)
     cfg, cfg_path = eval_config(args.model, args.config)
     cache_dir = args.cache_dir or cfg.get("train", {}).get("cache_dir") or None
-    corpus_dir = corpus.build(cfg["data"], cache_dir)
+    corpus_dir = corpus.build(cfg["data"], cache_dir, subsets=args.subsets)
     report = {"model": str(args.model), "config": str(cfg_path), "corpus": str(corpus_dir),
               "beam": args.beam, "limit": args.limit, "subsets": {}}
     for subset in args.subsets:

@@ -42,7 +42,8 @@ def _corpus_dir(model_path, corpus, config):
         return d
     cfg, _ = eval_config(str(model_path), config)
     cache_dir = cfg.get("train", {}).get("cache_dir") or None
-    return corpus_mod.build(cfg["data"], cache_dir)
+    # dev (calibration) and the test sets: no need to synthesize the training set to score
+    return corpus_mod.build(cfg["data"], cache_dir, subsets=("dev",) + SUBSETS)
 
 
 def _p95(values) -> float:
