@@ -179,28 +179,26 @@ def test_sparse_formats_are_smaller(models):
     assert models["int4-int4"][1].weight_bytes() < 0.55 * dense
 
 
-def _corpus_dir():
-    for d in sorted((REPO / "cache").glob("corpus-*")):
-        if (d / "complete.json").exists() and (d / "test_clean.jsonl").exists():
-            return d
-    return None
+def _fsdd_corpus():
+    """The shipped config's real FSDD test recordings (built in seconds: no synthesis)."""
+    import tomllib
+    from asr.data import corpus
+    cfg = tomllib.loads((REPO / "configs" / "shipped.toml").read_text())["data"]
+    return corpus.build(cfg, progress=False, subsets=["test_fsdd"])
 
 
 def test_real_utterance_bit_exact(models):
-    """A real synthesized utterance (from the built corpus) through the shipped model when it
-    exists, else through the small random model."""
-    d = _corpus_dir()
-    if d is None:
-        pytest.skip("no built corpus in cache/")
+    """A real human recording (FSDD) through the shipped model when it exists, else through
+    the small random model."""
     from asr.data import corpus
     from asr.features import stack_frames
-    utt = corpus.load_subset(d, "test_clean")[0]
-    x = stack_frames(np.asarray(utt.feats, np.float32))
+    utts = corpus.load_subset(_fsdd_corpus(), "test_fsdd")
+    x = stack_frames(np.asarray(utts[0].feats, np.float32))
     shipped = REPO / "models" / "shipped" / "model.npz"
     if shipped.exists():
         from asr.model.numpy_rnnt import NumpyRNNT
         fm = NumpyRNNT.load(shipped)
-        calib = ptq.calibration_set(corpus.load_subset(d, "dev")[:4])
+        calib = ptq.calibration_set(utts[1:5])
         qm = ptq.quantize(fm, recipe.from_dict({"name": "int8"}), calib)
         im, cm = IntRNNT(qm), ChipRNNT(qm, HW)
         x = x[:40]
