@@ -429,7 +429,8 @@ rle = { bits = 8, format = "rle", sparsity = 0.6 }
 
 
 def test_ctrl_c_stops_promptly_and_says_how_to_continue(tmp_path):
-    spec_path = fake_spec(tmp_path, delay=0.25, rows=(8, 16, 32, 64), bws=(2.0, 4.0, 8.0))
+    # 1 s per point: the 24 points take >= 12 s, so the interrupt lands mid-sweep even on a loaded machine
+    spec_path = fake_spec(tmp_path, delay=1.0, rows=(8, 16, 32, 64), bws=(2.0, 4.0, 8.0))
     db = tmp_path / "r.db"
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
     proc = subprocess.Popen([sys.executable, "-m", "azsim.cli", "sweep", str(spec_path), "--results", str(db),
