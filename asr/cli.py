@@ -5,9 +5,10 @@ Heavy imports (numpy, torch, the data pipeline) live inside the command function
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+
+from azsim.argtypes import positive_int
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO_ROOT / "models" / "shipped" / "model.npz"
@@ -16,30 +17,18 @@ TEST_SUBSETS = ("test_clean", "test_noisy", "test_fsdd")
 DIGIT_SUBSETS = ("test_fsdd",)
 
 
-def _positive_int(name: str):
-    def parse(value: str) -> int:
-        try:
-            n = int(value)
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer >= 1, got {value!r}")
-        return n
-    return parse
-
-
 def register(subparsers) -> None:
     p = subparsers.add_parser("transcribe", help="recognize speech in WAV files",
                               description="Recognize speech in WAV files with the RNN-T (numpy inference).")
     p.add_argument("wavs", nargs="+", metavar="WAV", help="WAV files (8/16/22.05/44.1/48 kHz)")
     p.add_argument("--model", default=str(DEFAULT_MODEL), help="exported .npz model (default: %(default)s)")
-    p.add_argument("--beam", type=_positive_int("--beam"), default=4,
+    p.add_argument("--beam", type=positive_int("--beam"), default=4,
                    help="beam width; 1 = greedy search (default: %(default)s)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per file and line: file, text, nbest, lattice_bytes, seconds, "
                         "decode_seconds")
     p.add_argument("--lattice", action="store_true", help="with --json, include the lattice itself")
-    p.add_argument("--chunk-ms", type=_positive_int("--chunk-ms"), default=None,
+    p.add_argument("--chunk-ms", type=positive_int("--chunk-ms"), default=None,
                    help="run the streaming recognizer on chunks of this many ms (default: offline; "
                         "the final result is the same)")
     p.set_defaults(func=cmd_transcribe)
@@ -58,8 +47,8 @@ def register(subparsers) -> None:
     p.add_argument("--model", default=str(DEFAULT_MODEL), help="exported .npz model (default: %(default)s)")
     p.add_argument("--subsets", nargs="+", choices=TEST_SUBSETS, default=list(TEST_SUBSETS),
                    help="subsets to decode (default: all three)")
-    p.add_argument("--beam", type=_positive_int("--beam"), default=4, help="beam width (default: %(default)s)")
-    p.add_argument("--limit", type=_positive_int("--limit"), default=None,
+    p.add_argument("--beam", type=positive_int("--beam"), default=4, help="beam width (default: %(default)s)")
+    p.add_argument("--limit", type=positive_int("--limit"), default=None,
                    help="decode only the first N utterances of each subset")
     p.add_argument("--config", default=None,
                    help="config whose [data] names the corpus (default: the model's config.toml, "

@@ -7,13 +7,15 @@ recordings. Equivalent to `azsim score --compare-float` on each subset.
 """
 from __future__ import annotations
 
+from azsim.argtypes import positive_int
+
 DEMO_SUBSETS = ("test_clean", "test_fsdd")
 
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="the main job on the bundled defaults: shipped model, int8, default chip",
                        description=__doc__.splitlines()[0])
-    p.add_argument("--limit", type=int, default=None, help="score only the first N utterances of each subset")
+    p.add_argument("--limit", type=positive_int("--limit"), default=None, help="score only the first N utterances of each subset")
     p.add_argument("--json", action="store_true", help="one JSON object per subset")
     p.set_defaults(func=run)
 
@@ -21,11 +23,8 @@ def register(sub) -> None:
 def run(args) -> int:
     import json
 
-    from azsim.errors import ConfigError
     from azsim.workflows.score import DEFAULT_MODEL, DEFAULT_RECIPE, format_report, score
 
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError(f"--limit = {args.limit}: must be an integer >= 1")
     for subset in DEMO_SUBSETS:
         r = score(model=str(DEFAULT_MODEL), recipe=str(DEFAULT_RECIPE), preset="default", subset=subset,
                   limit=args.limit, beam=4, compare_float=True, progress=True)

@@ -4,19 +4,7 @@
 """
 from __future__ import annotations
 
-import argparse
-
-
-def _positive_int(name: str):
-    def parse(value: str) -> int:
-        try:
-            n = int(value)
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer >= 1, got {value!r}")
-        return n
-    return parse
+from azsim.argtypes import positive_int
 
 
 def register(sub) -> None:
@@ -32,9 +20,9 @@ def register(sub) -> None:
     p.add_argument("--recipe", default=str(DEFAULT_RECIPE), help="recipe TOML (default: %(default)s)")
     p.add_argument("--preset", default="default", help="hardware preset name or .toml (default: default)")
     p.add_argument("--subset", default="test_clean", choices=SUBSETS, help="test subset (default: test_clean)")
-    p.add_argument("--limit", type=_positive_int("--limit"), default=None,
+    p.add_argument("--limit", type=positive_int("--limit"), default=None,
                    help="score only the first N utterances")
-    p.add_argument("--beam", type=_positive_int("--beam"), default=4, help="beam width (default: 4)")
+    p.add_argument("--beam", type=positive_int("--beam"), default=4, help="beam width (default: 4)")
     p.add_argument("--corpus", default=None,
                    help="a built corpus directory (default: the corpus of the model's config, "
                         "built if missing)")
@@ -50,7 +38,6 @@ def register(sub) -> None:
 
 def run(args) -> int:
     import json
-    import sys
 
     from azsim.workflows.score import format_report, score
 
