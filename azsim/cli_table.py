@@ -5,19 +5,7 @@
 """
 from __future__ import annotations
 
-import argparse
-
-
-def _positive_int(name: str):
-    def parse(value: str) -> int:
-        try:
-            n = int(value)
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer >= 1, got {value!r}")
-        return n
-    return parse
+from azsim.argtypes import positive_int
 
 
 def register(sub) -> None:
@@ -31,11 +19,11 @@ def register(sub) -> None:
     p.add_argument("--rows", default=str(DEFAULT_ROWS), help="rows TOML (default: %(default)s)")
     p.add_argument("--only", nargs="+", metavar="ID", default=None, help="score only these row ids")
     p.add_argument("--subset", default="test_clean", choices=SUBSETS, help="test subset (default: test_clean)")
-    p.add_argument("--limit", type=_positive_int("--limit"), default=None,
+    p.add_argument("--limit", type=positive_int("--limit"), default=None,
                    help="score only the first N utterances of the subset")
     p.add_argument("--preset", default="default", help="hardware preset name or .toml (default: default)")
-    p.add_argument("--beam", type=_positive_int("--beam"), default=4, help="beam width (default: 4)")
-    p.add_argument("--jobs", type=_positive_int("--jobs"), default=1, help="rows scored in parallel (default: 1)")
+    p.add_argument("--beam", type=positive_int("--beam"), default=4, help="beam width (default: 4)")
+    p.add_argument("--jobs", type=positive_int("--jobs"), default=1, help="rows scored in parallel (default: 1)")
     p.add_argument("--cache-dir", default=str(CACHE_DIR), help="where row results are cached (default: %(default)s)")
     p.add_argument("--corpus", default=None,
                    help="a built corpus directory (default: the corpus of each model's config)")
