@@ -435,7 +435,10 @@ def test_ctrl_c_stops_promptly_and_says_how_to_continue(tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
     proc = subprocess.Popen([sys.executable, "-m", "azsim.cli", "sweep", str(spec_path), "--results", str(db),
                              "--jobs", "2", "--quiet"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            # as from a terminal: a shell's background jobs (CI runners, nohup)
+                            # inherit SIGINT ignored, and Python keeps it ignored
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while time.time() < deadline:
         time.sleep(0.1)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import pickle
 import sys
 import time
@@ -188,14 +189,23 @@ def _run_local(spec, by_recipe, s, finish, cache_dir: Path, jobs, log):
             for p in pts:
                 finish(p, *_eval_from_file(*args, paths[r], p.config))
         return
-    pool = ProcessPoolExecutor(max_workers=jobs)
+    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_ignore_sigint)
     try:
         _drain_local(pool, spec, by_recipe, s, finish, paths, args, log)
     except BaseException:
-        # Ctrl-C or a failing evaluator: drop the queued points instead of finishing them
+        # Ctrl-C or a failing evaluator: drop the queued points instead of finishing them, and
+        # stop the points in flight (their rows were never written, so a rerun redoes them).
+        workers = list((getattr(pool, "_processes", None) or {}).values())  # shutdown() forgets them
         pool.shutdown(wait=False, cancel_futures=True)
+        for proc in workers:
+            proc.terminate()
         raise
     pool.shutdown(wait=True)
+
+
+def _ignore_sigint():
+    # Ctrl-C reaches the whole process group: only the parent decides what stops
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _drain_local(pool, spec, by_recipe, s, finish, paths, args, log):
