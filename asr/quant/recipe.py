@@ -32,12 +32,12 @@ Everything is validated once, here: ConfigError names the file, the field and wh
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from azsim.compress import FORMATS
 from azsim.errors import ConfigError
+from azsim.tomlio import read_toml
 
 METHODS = ("ptq",)
 PLANNED_METHODS = ("qat", "reg-qat", "distill")   # in issue 4, not built yet
@@ -222,11 +222,4 @@ def from_dict(data: dict, source: str = "<memory>") -> Recipe:
 def load(path) -> Recipe:
     """Read and validate a recipe TOML file."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: recipe file not found")
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML ({err})") from None
-    return from_dict(data, str(path))
+    return from_dict(read_toml(path, "recipe"), str(path))

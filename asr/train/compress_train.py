@@ -40,7 +40,6 @@ import json
 import math
 import sys
 import time
-import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -48,6 +47,7 @@ import numpy as np
 import torch
 
 from azsim.errors import ConfigError, ModelError
+from azsim.tomlio import read_toml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 METHODS = ("qat", "finetune", "teacher", "distill")
@@ -172,13 +172,7 @@ class FinetuneConfig:
 
 def load_config(path) -> dict:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        with open(path, "rb") as f:
-            cfg = tomllib.load(f)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML ({err})") from None
+    cfg = read_toml(path, "config")
     allowed = {"name", "description", "init", "base_config", "compress", "train"}
     unknown = sorted(set(cfg) - allowed)
     if unknown:

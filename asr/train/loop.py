@@ -22,7 +22,6 @@ import math
 import shutil
 import sys
 import time
-import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from asr.model.export import export_npz
 from asr.model.loss import rnnt_loss
 from asr.model.rnnt import RNNT, ModelConfig
 from azsim.errors import ConfigError
+from azsim.tomlio import read_toml
 
 STACK = 3
 
@@ -392,13 +392,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, train_examples: list[Example
 
 def load_config(path: str | Path) -> dict:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        with open(path, "rb") as f:
-            cfg = tomllib.load(f)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML ({err})") from None
+    cfg = read_toml(path, "config")
     for section in ("data", "model", "train"):
         if not isinstance(cfg.get(section), dict):
             raise ConfigError(f"{path}: missing section [{section}]")
