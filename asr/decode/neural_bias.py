@@ -121,7 +121,7 @@ def finetune(model_path, corpus_dir, out_path=None, minutes: float = 8.0, seed: 
     from asr.data import corpus as corpus_mod
     from asr.experiments.biasing import NOVEL_APPLIANCES, distractor_pool
     from asr.model.loss import rnnt_loss
-    from asr.train.loop import to_examples
+    from asr.train.loop import collate, to_examples
 
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
@@ -155,17 +155,7 @@ def finetune(model_path, corpus_dir, out_path=None, minutes: float = 8.0, seed: 
             if n not in names:
                 names.append(n)
         toks, lens = _name_tokens(names)
-        items = [examples[i] for i in idx]
-        t_max = max(len(e.feats) for e in items)
-        u_max = max(1, max(len(e.tokens) for e in items))
-        x = np.zeros((len(items), t_max, items[0].feats.shape[1]), np.float32)
-        y = np.zeros((len(items), u_max), np.int64)
-        for b, e in enumerate(items):
-            x[b, :len(e.feats)] = e.feats
-            y[b, :len(e.tokens)] = e.tokens
-        x_lens = torch.tensor([len(e.feats) for e in items])
-        y_lens = torch.tensor([len(e.tokens) for e in items])
-        x, y = torch.from_numpy(x), torch.from_numpy(y)
+        x, x_lens, y, y_lens = collate(examples, idx)
         mem = mod.memory(torch.from_numpy(toks), torch.from_numpy(lens))
         enc, _ = base.encode(x, x_lens)
         pred = base.predict(y)
