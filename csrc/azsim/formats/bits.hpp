@@ -284,6 +284,14 @@ uint64_t ceil_div_rate(uint64_t amount, double rate);
 uint64_t base_decode_cycles(size_t size, size_t n, double bytes_per_cycle,
                             double weights_per_cycle);
 
+// Value of codebook index `idx` read for weight i; an index past the m-entry table is malformed.
+inline int8_t codebook_value(const int8_t* table, uint64_t m, uint32_t idx, size_t i, const char* fmt) {
+  if (idx >= m)
+    fail(fmt, "weight " + std::to_string(i) + " has index " + std::to_string(idx) +
+                  " but the table holds " + std::to_string(m) + " entries");
+  return table[idx];
+}
+
 // The sorted distinct values of w (zeros left out when skip_zero) and each
 // value's table index (index_of[v + 128]); throws std::invalid_argument when
 // there are more than k. Defined in codebook.cpp.

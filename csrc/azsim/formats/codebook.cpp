@@ -94,11 +94,7 @@ class Codebook final : public Codec {
     int8_t table[256];
     for (uint64_t j = 0; j < m; ++j) table[j] = static_cast<int8_t>(br.get_signed(vb));
     for (size_t i = 0; i < n; ++i) {
-      uint32_t idx = br.get(ib);
-      if (idx >= m)
-        fail(kName, "weight " + std::to_string(i) + " has index " + std::to_string(idx) +
-                        " but the table holds " + std::to_string(m) + " entries");
-      out[i] = table[idx];
+      out[i] = codebook_value(table, m, br.get(ib), i, kName);
     }
     br.check_padding();
   }

@@ -65,11 +65,7 @@ class CodebookBitmask final : public Codec {
     check_payload_size(c, m * vb + n + nnz * ib, kName);
     if (n) std::memset(out, 0, n);
     for_each_set(mask, [&](size_t i) {
-      uint32_t idx = br.get(ib);
-      if (idx >= m)
-        fail(kName, "weight " + std::to_string(i) + " has index " + std::to_string(idx) +
-                        " but the table holds " + std::to_string(m) + " entries");
-      out[i] = table[idx];
+      out[i] = codebook_value(table, m, br.get(ib), i, kName);
     });
     br.check_padding();
   }
