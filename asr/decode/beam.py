@@ -71,13 +71,18 @@ def _merge(pool: dict, hyp: Hypothesis) -> None:
     if old is None:
         pool[hyp.tokens] = hyp
         return
-    better = hyp if hyp.score > old.score else old
-    merged = replace(better, score=float(np.logaddexp(old.score, hyp.score)))
-    if merged.pred is None and not isinstance(hyp.pred_state, _Pending):
-        merged = replace(merged, pred=hyp.pred, pred_state=hyp.pred_state)
-    elif merged.pred is None and not isinstance(old.pred_state, _Pending):
-        merged = replace(merged, pred=old.pred, pred_state=old.pred_state)
-    pool[hyp.tokens] = merged
+    b = hyp if hyp.score > old.score else old
+    pred, pred_state = b.pred, b.pred_state
+    if pred is None:  # keep a predictor output either one already has
+        for h in (hyp, old):
+            if not isinstance(h.pred_state, _Pending):
+                pred, pred_state = h.pred, h.pred_state
+                break
+    # Hypothesis(...) rather than dataclasses.replace: this runs for every candidate of every
+    # frame, and replace() costs several times a plain construction.
+    pool[hyp.tokens] = Hypothesis(b.tokens, b.token_frames, b.token_scores,
+                                  float(np.logaddexp(old.score, hyp.score)), b.bonus, pred,
+                                  pred_state, b.scorer_state)
 
 
 class BeamSearch:
@@ -150,7 +155,8 @@ class BeamSearch:
             for score, i, j, bonus, sstate in cands[:beam]:
                 h = active[i]
                 if j == blank:
-                    _merge(finished, replace(h, score=score))
+                    _merge(finished, Hypothesis(h.tokens, h.token_frames, h.token_scores, score,
+                                                h.bonus, h.pred, h.pred_state, h.scorer_state))
                     continue
                 new = Hypothesis(h.tokens + (j,), h.token_frames + (t,), h.token_scores + (score,),
                                  score, h.bonus + bonus, None, _Pending(h.pred_state, j), sstate)
@@ -169,7 +175,8 @@ class BeamSearch:
         if hit is None:
             pred, pstate = self.model.predict(h.pred_state.token, h.pred_state.state)
             hit = self._pred_cache[h.tokens] = (np.asarray(pred, np.float32), pstate)
-        return replace(h, pred=hit[0], pred_state=hit[1])
+        return Hypothesis(h.tokens, h.token_frames, h.token_scores, h.score, h.bonus, hit[0], hit[1],
+                          h.scorer_state)
 
     def nbest(self) -> list[Hypothesis]:
         """The N-best list, best first, with the scorer's final bonus applied."""

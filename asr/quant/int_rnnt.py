@@ -70,14 +70,22 @@ class QuantRNNTBase:
 
     @staticmethod
     def _to_q(a, scale) -> np.ndarray:
-        return np.clip(np.rint(np.asarray(a, np.float64) / scale), -128, 127).astype(np.int8)
+        q = np.rint(np.asarray(a, np.float64) / scale)
+        return np.minimum(np.maximum(q, -128.0, out=q), 127.0, out=q).astype(np.int8)
 
     def joint_logits(self, enc, pred) -> np.ndarray:
         """Dequantized joint logits (..., V) float64."""
-        e, p = np.broadcast_arrays(self._to_q(enc, self.s_enc), self._to_q(pred, self.s_pred))
-        shape = e.shape[:-1]
-        acc = self.joint_int(np.ascontiguousarray(e.reshape(-1, self.joint_dim)),
-                             np.ascontiguousarray(p.reshape(-1, self.joint_dim)))
+        eq, pq = self._to_q(enc, self.s_enc), self._to_q(pred, self.s_pred)
+        if eq.ndim == 2 and pq.ndim == 2 and eq.shape[0] == 1:
+            # beam search's shape: one encoder frame against every hypothesis
+            shape = pq.shape[:-1]
+            e2, p2 = np.repeat(eq, pq.shape[0], axis=0), pq
+        else:
+            e, p = np.broadcast_arrays(eq, pq)
+            shape = e.shape[:-1]
+            e2 = np.ascontiguousarray(e.reshape(-1, self.joint_dim))
+            p2 = np.ascontiguousarray(p.reshape(-1, self.joint_dim))
+        acc = self.joint_int(e2, p2)
         return (acc.astype(np.float64) * self.out_scale).reshape(shape + (self.vocab_size,))
 
     def joint(self, enc, pred) -> np.ndarray:
