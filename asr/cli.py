@@ -40,6 +40,13 @@ def register(subparsers) -> None:
     p.add_argument("--no-resume", action="store_true", help="start over instead of resuming a checkpoint")
     p.set_defaults(func=cmd_train)
 
+    p = subparsers.add_parser("compress", help="compression fine-tune (QAT, pruning, distillation) from a config",
+                              description="Run configs/compress/*.toml one after another (python -m "
+                                          "asr.train.compress_train): export models/compress/<name>/model.npz.")
+    p.add_argument("config", nargs="+", metavar="CONFIG", help="e.g. configs/compress/qat-int8.toml")
+    p.add_argument("--corpus", default=None, help="a built corpus directory (default: base_config's)")
+    p.set_defaults(func=cmd_compress)
+
     p = subparsers.add_parser("eval", help="WER/CER of a model on the test subsets",
                               description="Decode the test subsets of the corpus the model was trained on "
                                           "(its config.toml [data], else configs/shipped.toml) and report "
@@ -104,6 +111,13 @@ def cmd_train(args) -> int:
         raise ConfigError(f"{args.config}: config file not found")
     from asr.train.loop import train_from_config
     print(train_from_config(args.config, resume=not args.no_resume))
+    return 0
+
+
+def cmd_compress(args) -> int:
+    from asr.train.compress_train import run
+    for c in args.config:
+        run(c, corpus_dir=args.corpus)
     return 0
 
 

@@ -16,7 +16,7 @@ _COMMAND_MODULES = (
     "azsim.cli_demo",        # demo (the main job on the bundled defaults)
     "azsim.cli_presets",     # presets
     "azsim.cli_layer",       # layer
-    "asr.cli",               # transcribe, train, eval
+    "asr.cli",               # transcribe, train, compress, eval
     "azsim.cli_score",       # score
     "azsim.cli_table",       # table
     "azsim.cli_workflows",   # sweep, pareto, fit, report, compare

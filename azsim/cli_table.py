@@ -28,6 +28,9 @@ def register(sub) -> None:
     p.add_argument("--corpus", default=None,
                    help="a built corpus directory (default: the corpus of each model's config)")
     p.add_argument("--fresh", action="store_true", help="ignore cached row results")
+    p.add_argument("--build", action="store_true",
+                   help="make missing fine-tuned models first with their recipes' build configs "
+                        "(minutes each, one after another)")
     p.add_argument("--json", action="store_true", help="print one JSON object (rows and goals)")
     p.set_defaults(func=run)
 
@@ -39,6 +42,6 @@ def run(args) -> int:
 
     r = table(rows=args.rows, subset=args.subset, limit=args.limit, preset=args.preset, beam=args.beam,
               only=args.only, cache_dir=args.cache_dir, fresh=args.fresh, jobs=args.jobs,
-              progress=not args.json, corpus=args.corpus)
+              progress=not args.json, corpus=args.corpus, build=args.build)
     print(json.dumps(r) if args.json else format_table(r))
     return 0

@@ -33,8 +33,14 @@ def test_shipped_recipes_load():
     # 50% of all weights: LSTMs at 52.5%, the small projections dense (see the recipe)
     s50 = names["int8-sparse50"]
     assert s50.default.sparsity == 0.525 and s50.layer("joint_out").sparsity == 0.0
-    for r in names.values():
-        assert r.method == "ptq"
+    for name, r in names.items():
+        if r.method == "ptq":
+            assert r.model is None and not r.build and r.model_path() is None
+        else:   # trained methods name their fine-tunes, and the model is the last one's export
+            assert r.build and all((REPO / b).is_file() for b in r.build)
+            assert r.model_path().name == "model.npz" and "models/compress" in r.model_path().as_posix()
+    assert names["int8-qat"].method == "qat" and names["int4-regqat"].method == "reg-qat"
+    assert names["distilled-int8"].build[0].endswith("teacher-bi.toml")
 
 
 BAD = [
@@ -43,8 +49,12 @@ BAD = [
     ('sparsity = -0.1\n', "sparsity", "[0, 1)"),
     ('format = "zip"\n', "format", "auto, dense"),
     ('bitz = 8\n', "bitz", "unknown field"),
-    ('method = "qat"\n', "method", "not implemented"),
-    ('method = "magic"\n', "method", "allowed: ptq"),
+    ('method = "qat"\n', "method", "needs the fine-tuned model"),
+    ('method = "magic"\n', "method", "allowed: ptq, qat, reg-qat, sparse, distill"),
+    ('model = 3\n', "model", ".npz model export"),
+    ('model = "m.pt"\n', "model", ".npz model export"),
+    ('build = "configs/compress/nope.toml"\n', "build", "no such file"),
+    ('build = [1]\n', "build", "compression fine-tune configs"),
     ('format = "int4"\n', "format", "4-bit weights only"),
     ('format = "codebook"\n', "format", "needs levels"),
     ('levels = 12\n', "levels", "power of two"),

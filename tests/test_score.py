@@ -83,6 +83,16 @@ def test_score_in_process(setup, tmp_path):
     assert c["weight_bytes"] == a["weight_bytes"] and c["energy_mj"] == pytest.approx(a["energy_mj"])
 
 
+def test_score_takes_the_model_a_recipe_names(setup, tmp_path):
+    from azsim.workflows.score import score
+    d, corpus, model = setup
+    rec = tmp_path / "qat.toml"
+    rec.write_text(f'name = "qat"\nmethod = "qat"\nmodel = "{model}"\n'
+                   f'build = ["configs/compress/qat-int8.toml"]\nsolver = "round"\n')
+    r = score(recipe=rec, corpus=corpus, limit=1, beam=1, progress=False)
+    assert r["model"] == str(model) and r["recipe"] == "qat"
+
+
 def test_score_errors(setup, tmp_path):
     d, corpus, model = setup
     trunc = tmp_path / "trunc.npz"

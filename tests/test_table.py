@@ -48,9 +48,15 @@ note = "one-shot here"
 [[row]]
 id = "int4-qat"
 label = "int4 QAT"
+recipe = "{d / 'int4-qat.toml'}"
+''')
+    # a trained-method recipe: the row takes the model (missing here) and its build from it
+    (d / "int4-qat.toml").write_text(f'''name = "int4-qat"
+method = "qat"
 model = "{d / 'not-there.npz'}"
-recipe = "{REPO / 'recipes' / 'int4.toml'}"
-build = "configs/compress/qat-int4.toml"
+build = ["configs/compress/qat-int4.toml"]
+bits = 4
+solver = "round"
 ''')
     return d, corpus, model, rows
 

@@ -269,8 +269,8 @@ def quantize(fm, recipe: Recipe, calib, source: str = "") -> QuantModel:
     cfg = fm.config
     if not calib:
         raise ConfigError(f"{recipe.source}: calibration: no utterances to calibrate on")
-    if recipe.method != "ptq":  # recipe.from_dict refuses others; kept for in-memory recipes
-        raise ConfigError(f"{recipe.source}: method: {recipe.method!r} (allowed: ptq)")
+    # Every method ends here: the trained ones (QAT, sparse, distill) hand over a fine-tuned
+    # float model, and this conversion gives it its integers.
     names = weight_layer_names(cfg)
     recipe.check_layers(names)
     acts = collect_activations(fm, calib)

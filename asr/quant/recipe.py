@@ -2,7 +2,15 @@
 
     name = "int8-sparse50"
     description = "..."
-    method = "ptq"            # post-training quantization (the only method built so far)
+    method = "ptq"            # how the weights were obtained: "ptq" (post-training, from the
+                              #   model as given), or a training method: "qat" (straight-through
+                              #   fake quantization), "reg-qat" (quantization regularizer),
+                              #   "sparse" (gradual magnitude pruning), "distill" (teacher-student)
+    model = "models/compress/qat-int8/model.npz"  # optional: the float export the recipe is for
+                              #   (default: the shipped model); relative to the repository root
+    build = ["configs/compress/qat-int8.toml"]  # training methods: compression fine-tunes
+                              #   (python -m asr.train.compress_train) that make `model`, run in
+                              #   order when it is missing; `model` defaults to the last one's export
     bits = 8                  # 4 or 8: weight width of every layer unless a layer says otherwise
     sparsity = 0.5            # fraction of weights pruned by magnitude before quantizing, [0, 1)
     pattern = "unstructured"  # or "N:M" (keep the N largest of every M consecutive inputs)
@@ -24,6 +32,10 @@
     [layers."encoder.l0"]     # per-layer overrides of bits / sparsity / pattern / levels / format
     sparsity = 0.3
 
+The integer conversion is the same for every method: per-channel symmetric rounding (or the
+GPTQ solver) with calibrated activation scales. A QAT export already lies on its integer grid,
+so round-to-nearest gives back the trained integers.
+
 Layer names: encoder.l<k>, enc_proj, pred.l<k>, pred_proj, joint_out. The embedding table
 is always int8 dense (the chip's embedding op reads int8 rows) and takes no overrides.
 
@@ -39,12 +51,13 @@ from azsim.compress import FORMATS
 from azsim.errors import ConfigError
 from azsim.tomlio import read_toml
 
-METHODS = ("ptq",)
-PLANNED_METHODS = ("qat", "reg-qat", "distill")   # in issue 4, not built yet
+METHODS = ("ptq", "qat", "reg-qat", "sparse", "distill")
+TRAINED_METHODS = METHODS[1:]     # these need a fine-tuned model: `build` says how it is made
+REPO_ROOT = Path(__file__).resolve().parents[2]
 STATISTICS = ("max", "percentile")
 LAYER_FIELDS = ("bits", "sparsity", "pattern", "levels", "format", "solver")
 SOLVERS = ("round", "gptq")
-TOP_FIELDS = ("name", "description", "method", "calibration", "layers") + LAYER_FIELDS
+TOP_FIELDS = ("name", "description", "method", "model", "build", "calibration", "layers") + LAYER_FIELDS
 CALIBRATION_FIELDS = ("subset", "utterances", "statistic", "percentile", "seed")
 _LAYER_RE = re.compile(r"^(encoder\.l\d+|pred\.l\d+|enc_proj|pred_proj|joint_out)$")
 LAYER_NAMES_HINT = "encoder.l<k>, enc_proj, pred.l<k>, pred_proj, joint_out"
@@ -90,6 +103,17 @@ class Recipe:
     layers: dict = field(default_factory=dict)   # layer name -> LayerRecipe (full, merged)
     calibration: Calibration = Calibration()
     source: str = "<memory>"
+    model: str | None = None      # repository-relative or absolute path of the float export
+    build: tuple = ()             # compression fine-tune configs that make `model`
+
+    def model_path(self) -> Path | None:
+        """The model this recipe is for (None: the caller's default, the shipped model)."""
+        if self.model is not None:
+            return resolve_path(self.model)
+        if self.build:
+            from asr.train.compress_train import output_path
+            return output_path(resolve_path(self.build[-1]))
+        return None
 
     def layer(self, name: str) -> LayerRecipe:
         return self.layers.get(name, self.default)
@@ -104,9 +128,15 @@ class Recipe:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "description": self.description, "method": self.method,
+                "model": self.model, "build": list(self.build),
                 "default": self.default.to_dict(),
                 "layers": {k: v.to_dict() for k, v in self.layers.items()},
                 "calibration": vars(self.calibration).copy(), "source": self.source}
+
+
+def resolve_path(p) -> Path:
+    p = Path(p)
+    return p if p.is_absolute() else REPO_ROOT / p
 
 
 def _err(src: str, fld: str, msg: str) -> ConfigError:
@@ -171,10 +201,23 @@ def from_dict(data: dict, source: str = "<memory>") -> Recipe:
     if not isinstance(name, str) or not name:
         raise _err(src, "name", f"{name!r} (allowed: a non-empty string)")
     method = data.get("method", "ptq")
-    if method in PLANNED_METHODS:
-        raise _err(src, "method", f"{method!r} is not implemented yet (allowed: {', '.join(METHODS)})")
     if method not in METHODS:
         raise _err(src, "method", f"{method!r} (allowed: {', '.join(METHODS)})")
+    model = data.get("model")
+    if model is not None and (not isinstance(model, str) or not model.endswith(".npz")):
+        raise _err(src, "model", f"{model!r} (allowed: the path of a .npz model export)")
+    build = data.get("build", [])
+    if isinstance(build, str):
+        build = [build]
+    if not isinstance(build, list) or not all(isinstance(b, str) and b.endswith(".toml") for b in build):
+        raise _err(src, "build", f"{build!r} (allowed: a list of compression fine-tune configs, "
+                                 "e.g. [\"configs/compress/qat-int8.toml\"])")
+    for b in build:
+        if not resolve_path(b).is_file():
+            raise _err(src, "build", f"{b}: no such file")
+    if method in TRAINED_METHODS and not build and model is None:
+        raise _err(src, "method", f"{method!r} needs the fine-tuned model: give `build` (the "
+                                  "configs that make it) or `model`")
     default = _layer(src, "", {k: data[k] for k in LAYER_FIELDS if k in data}, LayerRecipe())
 
     cal = data.get("calibration", {})
@@ -216,7 +259,8 @@ def from_dict(data: dict, source: str = "<memory>") -> Recipe:
             raise _err(src, f"layers.{lname}", "must be a table")
         layers[lname] = _layer(src, f"layers.{lname}.", ld, default)
     return Recipe(name=name, description=str(data.get("description", "")), method=method,
-                  default=default, layers=layers, calibration=c, source=src)
+                  default=default, layers=layers, calibration=c, source=src, model=model,
+                  build=tuple(build))
 
 
 def load(path) -> Recipe:

@@ -1,9 +1,10 @@
-"""Compression fine-tuning from the shipped model: `python -m asr.train.compress_train CONFIG`.
+"""Compression fine-tuning from the shipped model: `azsim compress CONFIG` (= python -m asr.train.compress_train).
 
 One bounded run (minutes of wall clock) per config in configs/compress/:
 
     name = "qat-int8"
-    init = "runs/shipped/ckpt.pt"       # a loop.py checkpoint (or a float .npz export)
+    init = "models/shipped/model.npz"   # a float .npz export (or a loop.py checkpoint, which
+                                        #   also carries the training-only CTC head)
     base_config = "configs/shipped.toml" # its [data] names the corpus, copied next to the export
 
     [compress]
@@ -30,8 +31,9 @@ Methods: "qat" fine-tunes through asr.train.qat.QATRNNT (optionally with gradual
 Outputs: models/compress/<name>/model.npz (float32 export, on the integer grid for STE QAT),
 config.toml (base config: the corpus for `azsim score`), compress.toml, summary.json;
 runs/compress/<name>/log.txt; teachers: runs/compress/<name>/teacher.pt.
-Score with the matching PTQ recipe: `azsim score --model models/compress/qat-int8/model.npz
---recipe recipes/int8.toml` (PTQ of an STE-QAT export gives back the trained weight ints).
+Score with the recipe that names the config in its `build` (e.g. `azsim score --recipe
+recipes/int8-qat.toml`, which runs the fine-tune first when its model is missing); its
+round-to-nearest conversion gives back an STE-QAT export's trained weight integers.
 """
 from __future__ import annotations
 
@@ -183,10 +185,34 @@ def load_config(path) -> dict:
     cfg["name"] = name
     cfg["compress"] = CompressConfig.from_dict(cfg.get("compress", {}), f"{path} [compress]")
     cfg["train"] = FinetuneConfig.from_dict(cfg.get("train", {}), f"{path} [train]")
-    cfg.setdefault("init", "runs/shipped/ckpt.pt")
+    cfg.setdefault("init", "models/shipped/model.npz")
     cfg.setdefault("base_config", "configs/shipped.toml")
     cfg["source"] = str(path)
     return cfg
+
+
+def output_path(config_path) -> Path:
+    """Where run(config_path) leaves its result: the model export (a teacher: teacher.pt)."""
+    cfg = load_config(config_path)
+    if cfg["compress"].method == "teacher":
+        return REPO_ROOT / "runs" / "compress" / cfg["name"] / "teacher.pt"
+    return REPO_ROOT / "models" / "compress" / cfg["name"] / "model.npz"
+
+
+def ensure_built(configs, echo: bool = True) -> list[Path]:
+    """Run, in order, each config whose output is missing (a distilled student after its
+    teacher); the outputs' paths. A finished output is never redone."""
+    outs = []
+    for c in configs:
+        path = _resolve(c)
+        out = output_path(path)
+        if not out.is_file():
+            print(f"building {out.relative_to(REPO_ROOT) if out.is_relative_to(REPO_ROOT) else out} "
+                  f"with {c} (a bounded fine-tune: its [train] max_minutes plus evaluation)",
+                  file=sys.stderr, flush=True)
+            run(path, echo=echo)
+        outs.append(out)
+    return outs
 
 
 def _resolve(p) -> Path:

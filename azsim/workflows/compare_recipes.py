@@ -8,10 +8,12 @@ A rows file lists what to compare (see configs/compress/table.toml):
     [[row]]
     id = "int8-qat"                     # goals below refer to rows by id
     label = "int8 QAT"
-    model = "models/compress/qat-int8/model.npz"
-    recipe = "recipes/int8.toml"        # PTQ conversion; an STE-QAT export is already on its grid
-    build = "configs/compress/qat-int8.toml"   # how the model is made (shown when it is missing)
-    float = false                       # true: decode in float32 on the host (no chip)
+    recipe = "recipes/int8-qat.toml"    # its `model` / `build` name the fine-tuned model
+    model = "..."                       # optional: overrides the recipe's model (default: shipped)
+    float = false                       # true: decode `model` in float32 on the host (no chip)
+
+A row whose model is missing is reported as such with the command that makes it, or, with
+build=True (`azsim table --build`), made first by the recipe's `build` fine-tunes.
 
 Each chip row is `azsim score` (azsim.workflows.score.score) with the row's model and recipe on
 the same utterances; the float rows decode with the float model on the host (weight bytes are
@@ -33,8 +35,9 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ROWS = REPO_ROOT / "configs" / "compress" / "table.toml"
+DEFAULT_MODEL = REPO_ROOT / "models" / "shipped" / "model.npz"
 CACHE_DIR = REPO_ROOT / "runs" / "table"
-ROW_FIELDS = ("id", "label", "model", "recipe", "build", "float", "note")
+ROW_FIELDS = ("id", "label", "model", "recipe", "float", "note")
 COLUMNS = ("wer", "cer", "weight_bytes", "weight_bytes_vs_float32", "peak_sram_bytes", "latency_ms",
            "latency_ms_p95", "energy_mj", "offchip_bytes_per_s", "rtf", "macs_per_s", "n", "audio_s",
            "sparsity", "formats", "float32_bytes")
@@ -63,7 +66,8 @@ def load_rows(path=None) -> list[dict]:
         raise ConfigError(f"{path}: not valid TOML ({err})") from None
     rows = data.get("row")
     if not isinstance(rows, list) or not rows:
-        raise ConfigError(f"{path}: no [[row]] tables (each needs id, label, model and recipe or float = true)")
+        raise ConfigError(f"{path}: no [[row]] tables (each needs id, label and a recipe, or a model "
+                          "and float = true)")
     seen = set()
     out = []
     for i, r in enumerate(rows):
@@ -73,9 +77,11 @@ def load_rows(path=None) -> list[dict]:
         unknown = sorted(set(r) - set(ROW_FIELDS))
         if unknown:
             raise ConfigError(f"{where}: unknown field(s) {unknown} (allowed: {', '.join(ROW_FIELDS)})")
-        for key in ("id", "label", "model"):
+        for key in ("id", "label"):
             if not isinstance(r.get(key), str) or not r[key]:
                 raise ConfigError(f"{where}: {key} must be a non-empty string")
+        if "model" in r and (not isinstance(r["model"], str) or not r["model"]):
+            raise ConfigError(f"{where}: model must be a non-empty string")
         if r["id"] in seen:
             raise ConfigError(f"{where}: id {r['id']!r} appears twice")
         seen.add(r["id"])
@@ -84,8 +90,20 @@ def load_rows(path=None) -> list[dict]:
             raise ConfigError(f"{where}: float = {is_float!r} (allowed: true or false)")
         if not is_float and not isinstance(r.get("recipe"), str):
             raise ConfigError(f"{where} ({r['id']}): recipe must name a recipe TOML (or set float = true)")
+        if is_float and "model" not in r:
+            raise ConfigError(f"{where} ({r['id']}): a float row names its model")
         row = {k: r.get(k) for k in ROW_FIELDS}
         row["float"] = is_float
+        row["build"] = ()
+        if not is_float:   # the recipe says which model it is for and how that model is made
+            from asr.quant import recipe as recipe_mod
+            rpath = _resolve(r["recipe"])
+            if not rpath.is_file():
+                raise ConfigError(f"{where} ({r['id']}): recipe {r['recipe']}: no such file")
+            rec = recipe_mod.load(rpath)
+            row["build"] = rec.build
+            if row["model"] is None:
+                row["model"] = str(rec.model_path() or DEFAULT_MODEL)
         out.append(row)
     return out
 
@@ -140,15 +158,13 @@ def score_row(row, subset="test_clean", limit=None, preset="default", beam=4, ca
     import time
 
     out = dict(row)
+    out["build"] = list(row.get("build") or ())
     model = _resolve(row["model"])
     if not model.is_file():
         out["status"] = "missing"
-        out["error"] = f"{model}: not built" + (f" (python -m asr.train.compress_train {row['build']})"
-                                                if row.get("build") else "")
-        return out
-    if not row["float"] and not _resolve(row["recipe"]).is_file():
-        out["status"] = "error"
-        out["error"] = f"{row['recipe']}: recipe file not found"
+        out["error"] = f"{model}: not built" + (
+            f" (azsim table --build, or python -m asr.train.compress_train {' '.join(row['build'])})"
+            if row.get("build") else "")
         return out
     key = _key(row, subset, limit, preset, beam, corpus)
     cache = Path(cache_dir) / f"{row['id']}-{key}.json"
@@ -208,7 +224,7 @@ def check_goals(rows: list[dict]) -> list[dict]:
 
 
 def table(rows=None, subset="test_clean", limit=None, preset="default", beam=4, only=None,
-          cache_dir=CACHE_DIR, fresh=False, jobs=1, progress=True, corpus=None) -> dict:
+          cache_dir=CACHE_DIR, fresh=False, jobs=1, progress=True, corpus=None, build=False) -> dict:
     from azsim.errors import ConfigError
     from azsim.workflows.score import SUBSETS
 
@@ -221,6 +237,11 @@ def table(rows=None, subset="test_clean", limit=None, preset="default", beam=4, 
         if bad:
             raise ConfigError(f"--only: unknown row id(s) {bad} (rows: {', '.join(sorted(ids))})")
         spec = [r for r in spec if r["id"] in only]
+    if build:   # one after another: a distilled student needs its teacher first
+        from asr.train.compress_train import ensure_built
+        for r in spec:
+            if r["build"] and not _resolve(r["model"]).is_file():
+                ensure_built(r["build"], echo=False)
     kw = dict(subset=subset, limit=limit, preset=preset, beam=beam, cache_dir=cache_dir, fresh=fresh,
               corpus=corpus)
     if jobs > 1 and len(spec) > 1:

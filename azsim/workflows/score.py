@@ -52,6 +52,18 @@ def _p95(values) -> float:
     return float(np.percentile(np.asarray(values, np.float64), 95)) if len(values) else 0.0
 
 
+def resolve_model(model, rec) -> Path:
+    """The model to score: the one given, else the recipe's (made by its `build` fine-tunes
+    when missing), else the shipped model."""
+    if model is not None:
+        return Path(model)
+    path = rec.model_path() or DEFAULT_MODEL
+    if rec.build and not path.is_file():
+        from asr.train.compress_train import ensure_built
+        ensure_built(rec.build, echo=False)
+    return path
+
+
 def prepare(model=None, recipe=None, preset="default", corpus=None, config=None):
     """(ChipRNNT, QuantModel, float model or None, recipe, hw config, corpus dir)."""
     from asr.chip import ChipRNNT
@@ -60,9 +72,9 @@ def prepare(model=None, recipe=None, preset="default", corpus=None, config=None)
     from asr.quant.qmodel import QuantModel, load_any
     from azsim import hw
 
-    model = Path(model) if model is not None else DEFAULT_MODEL
     rec = recipe_mod.load(recipe if recipe is not None else DEFAULT_RECIPE)   # cheap errors first
     cfg = hw.load(preset)
+    model = resolve_model(model, rec)
     m = load_any(model)
     corpus_dir = None
     if isinstance(m, QuantModel):
@@ -106,11 +118,13 @@ def score(model=None, recipe=None, preset="default", subset="test_clean", limit=
     if not isinstance(beam, int) or beam < 1:
         raise ConfigError(f"--beam: {beam!r} (allowed: an integer >= 1)")
     t_setup = time.perf_counter()
+    from asr.quant import recipe as recipe_mod
+    model = resolve_model(model, recipe_mod.load(recipe if recipe is not None else DEFAULT_RECIPE))
     cm, qm, fm, rec, hwcfg, corpus_dir = prepare(model, recipe, preset, corpus, config)
     if save_quantized:
         qm.save(save_quantized)
     if corpus_dir is None:
-        corpus_dir = _corpus_dir(model if model is not None else DEFAULT_MODEL, corpus, config)
+        corpus_dir = _corpus_dir(model, corpus, config)
     utts = corpus_mod.load_subset(corpus_dir, subset)
     if limit:
         utts = utts[:limit]
@@ -158,7 +172,7 @@ def score(model=None, recipe=None, preset="default", subset="test_clean", limit=
     sram = cm.sram_bytes(beam)
     n_params = qm.n_params()
     report = {
-        "model": str(model if model is not None else DEFAULT_MODEL),
+        "model": str(model),
         "recipe": rec_name, "recipe_file": rec_file, "quantized_here": fm is not None, "preset": hwcfg.name, "subset": subset,
         "corpus": str(corpus_dir), "n": len(rows), "beam": beam, "limit": limit,
         "wer": er["wer"], "cer": er["cer"], "word_errors": er["word_errors"],
