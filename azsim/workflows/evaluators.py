@@ -486,7 +486,6 @@ def _replay(qm, trace: dict, config, beam: int) -> dict:
     cm = ChipRNNT(qm, config)
     warm_bytes = score_mod._warm_up(cm)
     setup_s = time.perf_counter() - t_setup
-    leak_mw = float(cm.programs["encoder"].hw["leakage_mw"])
     rows = []
     t0 = time.perf_counter()
     for u in trace["utterances"]:
@@ -499,39 +498,12 @@ def _replay(qm, trace: dict, config, beam: int) -> dict:
                 arrival = int(base + cm.first_frame_cycles + t * cm.frame_cycles)
                 res = cm._run(prog, inputs, arrival)
                 cm.utt.frames.append(FrameRecord(t, arrival, res.start_cycle, res.end_cycle))
-        r = cm.finish_utterance()
-        dur = u["audio_s"]
-        r["audio_s"] = dur
-        r["energy_idle_leakage_mj"] = leak_mw * max(0.0, dur - r["chip_busy_s"])
-        rows.append(r)
+        rows.append(score_mod.utterance_figures(cm, cm.finish_utterance(), u["audio_s"]))
     host_s = time.perf_counter() - t0
-    audio_s = sum(r["audio_s"] for r in rows)
-    lat = [r["latency_ms"] for r in rows]
-    sram = cm.sram_bytes(beam)
-    n_params = qm.n_params()
-    out = {
-        "n": trace["n"], "wer": trace["wer"], "cer": trace["cer"], "word_errors": trace["word_errors"],
-        "ref_words": trace["ref_words"],
-        "weight_bytes": cm.weight_bytes(), "flash_bytes": cm.param_bytes(), "float32_bytes": 4 * n_params,
-        "weight_bytes_vs_float32": cm.weight_bytes() / (4 * n_params), "params": n_params,
-        "peak_sram_bytes": sram["peak_sram_bytes"], "weight_sram_bytes": sram["weight_sram_bytes"],
-        "act_sram_bytes": sram["act_sram_bytes"],
-        "resident_bytes": int(sum(cm.programs[p].resident_bytes for p in cm.programs)),
-        "streamed_weight_bytes": int(sum(cm.programs[p].streamed_bytes for p in cm.programs)),
-        "latency_ms": float(np.mean(lat)), "latency_ms_p95": score_mod._p95(lat),
-        "latency_ms_max": float(np.max(lat)),
-        "max_backlog_ms": float(max(r["max_backlog_ms"] for r in rows)),
-        "energy_mj": float(np.mean([r["energy_mj"]["total"] for r in rows])),
-        "energy_idle_leakage_mj": float(np.mean([r["energy_idle_leakage_mj"] for r in rows])),
-        "cycles": float(np.mean([r["cycles"] for r in rows])),
-        "compute_cycles": float(np.mean([r["compute_cycles"] for r in rows])),
-        "offchip_bytes_per_s": sum(r["offchip_bytes"] for r in rows) / audio_s,
-        "macs_per_s": sum(r["macs"] for r in rows) / audio_s,
-        "macs_executed_per_s": sum(r["macs_executed"] for r in rows) / audio_s,
-        "rtf": sum(r["chip_busy_s"] for r in rows) / audio_s,
-        "audio_s": audio_s, "warmup_offchip_bytes": warm_bytes,
-        "host_s": host_s, "setup_s": setup_s, "sim_speed_x": audio_s / host_s if host_s > 0 else 0.0,
-    }
+    out = {"n": trace["n"], "wer": trace["wer"], "cer": trace["cer"], "word_errors": trace["word_errors"],
+           "ref_words": trace["ref_words"], **score_mod.chip_figures(cm, qm, rows, beam),
+           "warmup_offchip_bytes": warm_bytes, "host_s": host_s, "setup_s": setup_s}
+    out["sim_speed_x"] = out["audio_s"] / host_s if host_s > 0 else 0.0
     for c in rows[0]["energy_mj"]:
         out[f"energy_mj.{c}"] = float(np.mean([r["energy_mj"][c] for r in rows]))
     return out

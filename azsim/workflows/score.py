@@ -86,6 +86,48 @@ def prepare(model=None, recipe=None, preset="default", corpus=None, config=None)
     return ChipRNNT(qm, cfg), qm, fm, rec, cfg, corpus_dir
 
 
+def utterance_figures(cm, r: dict, audio_s: float) -> dict:
+    """Complete ChipRNNT.finish_utterance()'s figures with the utterance's audio duration."""
+    r["audio_s"] = audio_s
+    r["offchip_bytes_per_s"] = r["offchip_bytes"] / audio_s
+    r["rtf"] = r["chip_busy_s"] / audio_s
+    leak_mw = float(cm.programs["encoder"].hw["leakage_mw"])
+    r["energy_idle_leakage_mj"] = leak_mw * max(0.0, audio_s - r["chip_busy_s"])  # mW * s = mJ
+    return r
+
+
+def chip_figures(cm, qm, rows: list[dict], beam: int) -> dict:
+    """The scalar figures of a scored run: the model on this chip (bytes, SRAM) and the
+    per-utterance rows (utterance_figures) aggregated. azsim score and the sweep's replay
+    both report these, so one function computes them."""
+    import numpy as np
+
+    audio_s = sum(r["audio_s"] for r in rows)
+    lat = [r["latency_ms"] for r in rows]
+    sram = cm.sram_bytes(beam)
+    n_params = qm.n_params()
+    return {
+        "weight_bytes": cm.weight_bytes(), "flash_bytes": cm.param_bytes(), "float32_bytes": 4 * n_params,
+        "weight_bytes_vs_float32": cm.weight_bytes() / (4 * n_params), "params": n_params,
+        "peak_sram_bytes": sram["peak_sram_bytes"], "weight_sram_bytes": sram["weight_sram_bytes"],
+        "act_sram_bytes": sram["act_sram_bytes"],
+        "resident_bytes": int(sum(cm.programs[p].resident_bytes for p in cm.programs)),
+        "streamed_weight_bytes": int(sum(cm.programs[p].streamed_bytes for p in cm.programs)),
+        "latency_ms": float(np.mean(lat)), "latency_ms_p95": _p95(lat),
+        "latency_ms_max": float(np.max(lat)),
+        "max_backlog_ms": float(max(r["max_backlog_ms"] for r in rows)),
+        "energy_mj": float(np.mean([r["energy_mj"]["total"] for r in rows])),
+        "energy_idle_leakage_mj": float(np.mean([r["energy_idle_leakage_mj"] for r in rows])),
+        "cycles": float(np.mean([r["cycles"] for r in rows])),
+        "compute_cycles": float(np.mean([r["compute_cycles"] for r in rows])),
+        "offchip_bytes_per_s": sum(r["offchip_bytes"] for r in rows) / audio_s,
+        "macs_per_s": sum(r["macs"] for r in rows) / audio_s,
+        "macs_executed_per_s": sum(r["macs_executed"] for r in rows) / audio_s,
+        "rtf": sum(r["chip_busy_s"] for r in rows) / audio_s,
+        "audio_s": audio_s,
+    }
+
+
 def _warm_up(cm) -> int:
     """One call per program: resident weights come in from off-chip memory once."""
     import numpy as np
@@ -136,7 +178,6 @@ def score(model=None, recipe=None, preset="default", subset="test_clean", limit=
     # A quantized model file carries its own recipe; the --recipe given is not applied to it.
     rec_name = rec.name if fm is not None else qm.meta.get("recipe", {}).get("name", "?")
     rec_file = rec.source if fm is not None else qm.meta.get("recipe", {}).get("source", "?")
-    leak_mw = float(cm.programs["encoder"].hw["leakage_mw"])
     refs, hyps, float_hyps, rows = [], [], [], []
     host_s = cpu_s = 0.0
     for utt in tqdm(utts, desc=f"score {rec_name}", unit="utt", file=sys.stderr,
@@ -153,11 +194,7 @@ def score(model=None, recipe=None, preset="default", subset="test_clean", limit=
         r = cm.finish_utterance()
         host_s += time.perf_counter() - t0
         cpu_s += time.process_time() - c0
-        dur = float(utt.duration_s)
-        r["audio_s"] = dur
-        r["offchip_bytes_per_s"] = r["offchip_bytes"] / dur
-        r["rtf"] = r["chip_busy_s"] / dur
-        r["energy_idle_leakage_mj"] = leak_mw * max(0.0, dur - r["chip_busy_s"])  # mW * s = mJ
+        r = utterance_figures(cm, r, float(utt.duration_s))
         r["text"], r["ref"] = text, utt.text
         rows.append(r)
         refs.append(utt.text)
@@ -165,46 +202,21 @@ def score(model=None, recipe=None, preset="default", subset="test_clean", limit=
         if compare_float and fm is not None:
             float_hyps.append(decode_features(fm, x, beam=beam).text)
 
-    audio_s = sum(r["audio_s"] for r in rows)
-    lat = [r["latency_ms"] for r in rows]
-    comps = list(rows[0]["energy_mj"])
     er = error_rates(refs, hyps)
-    sram = cm.sram_bytes(beam)
-    n_params = qm.n_params()
+    audio_s = sum(r["audio_s"] for r in rows)
     report = {
         "model": str(model),
         "recipe": rec_name, "recipe_file": rec_file, "quantized_here": fm is not None, "preset": hwcfg.name, "subset": subset,
         "corpus": str(corpus_dir), "n": len(rows), "beam": beam, "limit": limit,
         "wer": er["wer"], "cer": er["cer"], "word_errors": er["word_errors"],
         "ref_words": er["ref_words"],
-        "weight_bytes": cm.weight_bytes(),
-        "flash_bytes": cm.param_bytes(),
-        "float32_bytes": 4 * n_params,
-        "weight_bytes_vs_float32": cm.weight_bytes() / (4 * n_params),
-        "params": n_params,
-        "peak_sram_bytes": sram["peak_sram_bytes"],
-        "weight_sram_bytes": sram["weight_sram_bytes"],
-        "act_sram_bytes": sram["act_sram_bytes"],
-        "resident_bytes": int(sum(cm.programs[p].resident_bytes for p in cm.programs)),
-        "streamed_weight_bytes": int(sum(cm.programs[p].streamed_bytes for p in cm.programs)),
+        **chip_figures(cm, qm, rows, beam),
         "formats": {k: v[0] for k, v in cm.formats.items()},
         "sparsity": {k: round(float(v["sparsity"]), 4) for k, v in qm.layer_meta.items()},
-        "latency_ms": float(np.mean(lat)), "latency_ms_p95": _p95(lat),
-        "latency_ms_max": float(np.max(lat)),
-        "max_backlog_ms": float(max(r["max_backlog_ms"] for r in rows)),
-        "energy_mj": float(np.mean([r["energy_mj"]["total"] for r in rows])),
-        "energy_mj_by_component": {c: float(np.mean([r["energy_mj"][c] for r in rows])) for c in comps},
-        "energy_idle_leakage_mj": float(np.mean([r["energy_idle_leakage_mj"] for r in rows])),
+        "energy_mj_by_component": {c: float(np.mean([r["energy_mj"][c] for r in rows])) for c in rows[0]["energy_mj"]},
         "energy_mj_by_program": {p: float(np.mean([r["energy_mj_by_program"][p] for r in rows]))
                                  for p in rows[0]["energy_mj_by_program"]},
-        "cycles": float(np.mean([r["cycles"] for r in rows])),
-        "compute_cycles": float(np.mean([r["compute_cycles"] for r in rows])),
-        "offchip_bytes_per_s": sum(r["offchip_bytes"] for r in rows) / audio_s,
-        "macs_per_s": sum(r["macs"] for r in rows) / audio_s,
-        "macs_executed_per_s": sum(r["macs_executed"] for r in rows) / audio_s,
-        "rtf": sum(r["chip_busy_s"] for r in rows) / audio_s,
         "calls_per_s": {p: sum(r["calls"][p] for r in rows) / audio_s for p in rows[0]["calls"]},
-        "audio_s": audio_s,
         "warmup_offchip_bytes": warm_bytes,
         "host_s": host_s, "setup_s": setup_s,
         "sim_speed_x": audio_s / host_s if host_s > 0 else None,
