@@ -139,3 +139,14 @@ def test_experiment_command_registered_and_errors(tmp_path, capsys):
     assert rc == 2 and "model file not found" in capsys.readouterr().err
     rc = main(["experiment", "biasing", "--quick", "--beam", "0", "--model", str(tmp_path / "m.npz")])
     assert rc == 2 and "--beam" in capsys.readouterr().err
+
+
+def test_sizes_defaults_overrides_and_errors():
+    from azsim.errors import ConfigError
+    quick, full = {"n_test": 10, "n_train": 20}, {"n_test": 100, "n_train": 200}
+    mins = {"n_test": 1, "n_train": 5}
+    assert C.sizes(True, quick, full, mins) == quick
+    assert C.sizes(False, quick, full, mins, n_test=7, n_train=None) == {"n_test": 7, "n_train": 200}
+    for bad in ({"n_train": 4}, {"n_test": 0}, {"n_test": 2.5}, {"n_test": True}):
+        with pytest.raises(ConfigError, match="--n-t"):
+            C.sizes(True, quick, full, mins, **bad)

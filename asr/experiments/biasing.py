@@ -230,15 +230,8 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
     from tqdm import tqdm
     from asr.decode.biasing import BiasList
     from asr.metrics import error_rates
-    from azsim.errors import ConfigError
 
-    sizes = dict(QUICK if quick else FULL)
-    if n_test is not None:
-        sizes["n_test"] = int(n_test)
-    if n_tune is not None:
-        sizes["n_tune"] = int(n_tune)
-    if sizes["n_test"] < 1 or sizes["n_tune"] < 1:
-        raise ConfigError(f"--n-test {sizes['n_test']} / --n-tune {sizes['n_tune']}: need >= 1")
+    sizes = C.sizes(quick, QUICK, FULL, {"n_test": 1, "n_tune": 1}, n_test=n_test, n_tune=n_tune)
     clock = C.Clock()
     model_path = C.resolve_model(model)
     corpus_dir = C.corpus_dir_for(model_path, corpus, config)

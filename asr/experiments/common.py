@@ -13,6 +13,22 @@ DEFAULT_RECIPE = REPO_ROOT / "recipes" / "int8.toml"
 RATE_HZ = 16000
 
 
+def sizes(quick: bool, quick_sizes: dict, full_sizes: dict, minimum: dict, **given) -> dict:
+    """The experiment's sizes: quick or full defaults, overridden by the options given (None:
+    not given); each must be an integer >= its minimum, else a ConfigError naming the option."""
+    from azsim.errors import ConfigError
+
+    out = dict(quick_sizes if quick else full_sizes)
+    for name, v in given.items():
+        if v is not None:
+            out[name] = v
+    for name, lo in minimum.items():
+        v = out[name]
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ConfigError(f"--{name.replace('_', '-')}: {v!r} (allowed: an integer >= {lo})")
+    return out
+
+
 def resolve_model(model=None) -> Path:
     from azsim.errors import ModelError
     p = Path(model) if model is not None else DEFAULT_MODEL

@@ -277,13 +277,7 @@ def run(quick: bool = False, model=None, backend: str = "chip", recipe=None, pre
 
     if backend not in ("chip", "host"):
         raise ConfigError(f"--backend: {backend!r}; allowed: chip, host")
-    sizes = dict(QUICK if quick else FULL)
-    if n_test is not None:
-        sizes["n_test"] = int(n_test)
-    if n_train is not None:
-        sizes["n_train"] = int(n_train)
-    if sizes["n_test"] < 1 or sizes["n_train"] < 5:
-        raise ConfigError(f"--n-test {sizes['n_test']} / --n-train {sizes['n_train']}: need >= 1 and >= 5")
+    sizes = C.sizes(quick, QUICK, FULL, {"n_test": 1, "n_train": 5}, n_test=n_test, n_train=n_train)
     clock = C.Clock()
     model_path = C.resolve_model(model)
     corpus_dir = C.corpus_dir_for(model_path, corpus, config)
