@@ -164,3 +164,19 @@ def test_bad_qat_settings():
                           pred_dim=8, joint_dim=8))
     with pytest.raises(ConfigError, match="bidirectional"):
         qat.QATRNNT(bi, act_quant=False)
+
+
+def test_build_key_follows_config_and_init_model(tmp_path):
+    from asr.train import compress_train as ct
+    init = tmp_path / "init.npz"
+    init.write_bytes(b"model one")
+    cfg = tmp_path / "ft.toml"
+    cfg.write_text(f'name = "pytest-ft"\ninit = "{init}"\n[compress]\nmethod = "finetune"\n')
+    k1 = ct.build_key(cfg)
+    assert ct.build_key(cfg) == k1                      # deterministic
+    init.write_bytes(b"model two")                       # a new shipped model: stale
+    k2 = ct.build_key(cfg)
+    cfg.write_text(cfg.read_text() + "[train]\nmax_steps = 3\n")   # another config: stale
+    assert len({k1, k2, ct.build_key(cfg)}) == 3
+    assert ct.output_path(cfg) == ct.REPO_ROOT / "models" / "compress" / "pytest-ft" / "model.npz"
+    assert not ct.is_current(cfg)

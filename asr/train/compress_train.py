@@ -199,18 +199,48 @@ def output_path(config_path) -> Path:
     return REPO_ROOT / "models" / "compress" / cfg["name"] / "model.npz"
 
 
+def build_key(config_path) -> str:
+    """What an output was made from: the config's text and its init model's bytes (a new
+    shipped model makes every fine-tune from it stale)."""
+    import hashlib
+    cfg = load_config(config_path)
+    h = hashlib.sha256(Path(config_path).read_bytes())
+    init = _resolve(cfg["init"])
+    if init.is_file():
+        h.update(init.read_bytes())
+    if cfg["compress"].method == "distill":
+        teacher = _resolve(cfg["compress"].teacher)
+        if teacher.is_file():
+            h.update(teacher.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _key_file(out: Path) -> Path:
+    return out.with_name(out.name + ".build_key")
+
+
+def is_current(config_path) -> bool:
+    """The config's output exists and was made from this config text and init model."""
+    path = _resolve(config_path)
+    out = output_path(path)
+    kf = _key_file(out)
+    return out.is_file() and kf.is_file() and kf.read_text().strip() == build_key(path)
+
+
 def ensure_built(configs, echo: bool = True) -> list[Path]:
-    """Run, in order, each config whose output is missing (a distilled student after its
-    teacher); the outputs' paths. A finished output is never redone."""
+    """Run, in order, each config whose output is missing or stale (made from another config
+    text or init model: build_key); the outputs' paths. Up-to-date outputs are kept."""
     outs = []
     for c in configs:
         path = _resolve(c)
         out = output_path(path)
-        if not out.is_file():
+        if not is_current(path):
+            why = "stale" if out.is_file() else "missing"
             print(f"building {out.relative_to(REPO_ROOT) if out.is_relative_to(REPO_ROOT) else out} "
-                  f"with {c} (a bounded fine-tune: its [train] max_minutes plus evaluation)",
+                  f"({why}) with {c}: a bounded fine-tune, its [train] max_minutes plus evaluation",
                   file=sys.stderr, flush=True)
             run(path, echo=echo)
+            _key_file(out).write_text(build_key(path) + "\n")
         outs.append(out)
     return outs
 

@@ -12,8 +12,9 @@ A rows file lists what to compare (see configs/compress/table.toml):
     model = "..."                       # optional: overrides the recipe's model (default: shipped)
     float = false                       # true: decode `model` in float32 on the host (no chip)
 
-A row whose model is missing is reported as such with the command that makes it, or, with
-build=True (`azsim table --build`), made first by the recipe's `build` fine-tunes.
+A row whose model is missing, or stale (made from another version of its config or init
+model), is reported as such with the command that makes it; with build=True (`azsim table
+--build`) the recipe's `build` fine-tunes make it first.
 
 Each chip row is `azsim score` (azsim.workflows.score.score) with the row's model and recipe on
 the same utterances; the float rows decode with the float model on the host (weight bytes are
@@ -154,12 +155,20 @@ def _score_float(model_path, subset, limit, beam, progress, corpus=None) -> dict
 
 def score_row(row, subset="test_clean", limit=None, preset="default", beam=4, cache_dir=CACHE_DIR,
               fresh=False, progress=True, corpus=None) -> dict:
-    """One row's result: the row fields plus status ("ok", "missing", "error") and COLUMNS."""
+    """One row's result: the row fields plus status ("ok", "missing", "stale", "error") and COLUMNS."""
     import time
 
     out = dict(row)
     out["build"] = list(row.get("build") or ())
     model = _resolve(row["model"])
+    if model.is_file() and row.get("build"):
+        from asr.train.compress_train import is_current, output_path
+        stale = [b for b in row["build"] if output_path(_resolve(b)) == model and not is_current(_resolve(b))]
+        if stale:
+            out["status"] = "stale"
+            out["error"] = (f"{model}: made from another version of {stale[0]} or of its init model "
+                            "(azsim table --build remakes it)")
+            return out
     if not model.is_file():
         out["status"] = "missing"
         out["error"] = f"{model}: not built" + (
@@ -237,10 +246,10 @@ def table(rows=None, subset="test_clean", limit=None, preset="default", beam=4, 
         if bad:
             raise ConfigError(f"--only: unknown row id(s) {bad} (rows: {', '.join(sorted(ids))})")
         spec = [r for r in spec if r["id"] in only]
-    if build:   # one after another: a distilled student needs its teacher first
+    if build:   # one after another (a distilled student needs its teacher); missing or stale
         from asr.train.compress_train import ensure_built
         for r in spec:
-            if r["build"] and not _resolve(r["model"]).is_file():
+            if r["build"]:
                 ensure_built(r["build"], echo=False)
     kw = dict(subset=subset, limit=limit, preset=preset, beam=beam, cache_dir=cache_dir, fresh=fresh,
               corpus=corpus)
