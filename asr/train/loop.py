@@ -32,6 +32,7 @@ from asr import text as asr_text
 from asr.model.export import export_npz
 from asr.model.loss import rnnt_loss
 from asr.model.rnnt import RNNT, ModelConfig
+from asr.train.feat_augment import augment_batch
 from azsim.errors import ConfigError
 from azsim.tomlio import read_toml
 
@@ -61,6 +62,13 @@ class TrainConfig:
     spec_freq_mask_max: int = 20
     log_every: int = 50
     sorted_first_epoch: bool = False   # SortaGrad: epoch 0 visits batches from short to long
+    # feature-domain augmentation drawn anew each step (asr.train.feat_augment)
+    p_gain: float = 0.0
+    gain_db: tuple = (-30.0, 0.0)      # level change in dB (power scaling of the mel energies)
+    p_vtlp: float = 0.0
+    vtlp_alpha: tuple = (0.9, 1.1)     # frequency warp factor
+    p_feat_noise: float = 0.0
+    feat_snr_db: tuple = (5.0, 20.0)   # SNR of white, pink or babble noise added to the mel power
     runs_dir: str = "runs"
     models_dir: str = "models"
     cache_dir: str = ""                # "": asr.data.corpus's default ($AZSIM_CACHE or <repo>/cache)
@@ -87,6 +95,20 @@ class TrainConfig:
             v = getattr(cfg, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not lo <= v <= hi:
                 raise ConfigError(f"{source}: {name} = {v!r} must be a number in [{lo}, {hi}]")
+        pranges = {"p_gain": (0.0, 1.0), "p_vtlp": (0.0, 1.0), "p_feat_noise": (0.0, 1.0)}
+        for name, (lo, hi) in pranges.items():
+            v = getattr(cfg, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not lo <= v <= hi:
+                raise ConfigError(f"{source}: {name} = {v!r} must be a probability in [{lo}, {hi}]")
+        pairs = {"gain_db": (-60.0, 20.0), "vtlp_alpha": (0.5, 2.0), "feat_snr_db": (-10.0, 60.0)}
+        for name, (lo, hi) in pairs.items():
+            v = getattr(cfg, name)
+            if (not isinstance(v, (list, tuple)) or len(v) != 2
+                    or not all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in v)
+                    or not lo <= v[0] <= v[1] <= hi):
+                raise ConfigError(f"{source}: {name} = {v!r} must be [low, high] with "
+                                  f"{lo} <= low <= high <= {hi}")
+            object.__setattr__(cfg, name, (float(v[0]), float(v[1])))  # frozen: normalize once
         if not isinstance(cfg.sorted_first_epoch, bool):
             raise ConfigError(f"{source}: sorted_first_epoch = {cfg.sorted_first_epoch!r} must be true or false")
         return cfg
@@ -338,6 +360,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, train_examples: list[Example
             continue
         idx = batches[pos]
         x, x_lens, y, y_lens = collate(train_examples, idx)
+        x = augment_batch(x, x_lens, cfg, np.random.default_rng([cfg.seed, 2, step]))
         x = spec_augment(x, x_lens, cfg, np.random.default_rng([cfg.seed, 1, step]), mean_t)
         lr = _lr_at(cfg, step, elapsed_s)
         for g in opt.param_groups:
