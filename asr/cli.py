@@ -62,6 +62,7 @@ def register(subparsers) -> None:
                         "else configs/shipped.toml)")
     p.add_argument("--cache-dir", default=None, help="corpus cache directory (default: the data pipeline's)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--by-voice", action="store_true", help="also word errors per voice variant (speaker analysis)")
     p.set_defaults(func=cmd_eval)
 
 
@@ -150,8 +151,10 @@ def eval_config(model_path: str, config: str | None = None) -> tuple[dict, Path]
 
 
 def evaluate_subset(model, utterances, beam: int = 4, digits: bool = False, progress: bool = True,
-                    desc: str = "") -> dict:
-    """Decode cached (T, 80) features of one subset; metrics plus decode speed."""
+                    desc: str = "", by_voice: bool = False) -> dict:
+    """Decode cached (T, 80) features of one subset; metrics plus decode speed (and with
+    by_voice, word errors per voice variant: the manifest's `variant`, e.g. "steph3" or
+    "fsdd:theo")."""
     import time
 
     import numpy as np
@@ -172,6 +175,18 @@ def evaluate_subset(model, utterances, beam: int = 4, digits: bool = False, prog
         refs.append(utt.text)
         hyps.append(result.text)
     out = subset_metrics(refs, hyps, digits=digits)
+    if by_voice:
+        from asr.metrics import error_rates
+        groups: dict[str, list[int]] = {}
+        for i, utt in enumerate(utterances):
+            # eSpeak voices are grouped by variant (steph3 in every accent), FSDD by speaker
+            key = (getattr(utt, "meta", None) or {}).get("variant") or str(getattr(utt, "voice", "?")).split("@")[0]
+            groups.setdefault(key, []).append(i)
+        out["by_voice"] = {}
+        for voice, idx in sorted(groups.items()):
+            er = error_rates([refs[i] for i in idx], [hyps[i] for i in idx])
+            out["by_voice"][voice] = {"n": len(idx), "ref_words": er["ref_words"],
+                                      "word_errors": er["word_errors"], "wer": er["wer"]}
     out.update({"audio_seconds": round(audio_s, 3), "decode_seconds": round(decode_s, 3),
                 "rtf": round(decode_s / audio_s, 5) if audio_s else None,
                 # CPU seconds (all threads) per audio second: robust to other jobs on the machine
@@ -196,7 +211,7 @@ def cmd_eval(args) -> int:
         if args.limit:
             utts = utts[:args.limit]
         report["subsets"][subset] = evaluate_subset(model, utts, args.beam, subset in DIGIT_SUBSETS,
-                                                    progress=True, desc=subset)
+                                                    progress=True, desc=subset, by_voice=args.by_voice)
     if args.json:
         print(json.dumps(report, indent=1))
     else:
@@ -206,4 +221,10 @@ def cmd_eval(args) -> int:
             acc = f"{100 * r['digit_accuracy']:.1f}" if "digit_accuracy" in r else "-"
             rtf = f"{r['rtf']:.4f}" if r["rtf"] is not None else "-"
             print(f"{name:<12}{r['n']:>6}{100 * r['wer']:>9.2f}{100 * r['cer']:>9.2f}{acc:>13}{rtf:>9}")
+        for name, r in report["subsets"].items():
+            if "by_voice" in r:
+                print(f"\n{name}: word errors by voice variant, worst first")
+                for voice, v in sorted(r["by_voice"].items(), key=lambda kv: -kv[1]["wer"]):
+                    print(f"  {voice:<40}{v['n']:>5} utts {v['word_errors']:>5}/{v['ref_words']:<5}"
+                          f"{100 * v['wer']:>7.1f} %")
     return 0
