@@ -79,6 +79,31 @@ def test_chip_equals_reference(models, name):
     assert ja.dtype == jb.dtype == np.int32 and np.array_equal(ja, jb)
 
 
+def _recipe_files():
+    return sorted((REPO / "recipes").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", _recipe_files(), ids=lambda p: p.stem)
+def test_every_shipped_recipe_is_exact_on_the_chip(float_model, path):
+    """Each recipe in recipes/ (its bits, sparsity, levels, formats and solver; the toy model
+    stands in for the fine-tuned one a trained method names) on the chip equals the numpy
+    integer reference exactly."""
+    rec = recipe.load(path)
+    qm = ptq.quantize(float_model, rec, _calib())
+    im, cm = IntRNNT(qm), ChipRNNT(qm, HW)
+    xq = im.qm.quantize_input(toy.random_features(12, 3))
+    ea, sa = im.encode_int(xq, im.encoder_init())
+    eb, sb = cm.encode_int(xq, cm.encoder_init())
+    assert np.array_equal(ea, eb) and _states_equal(sa[1], sb[1])
+    pa, pb = im.predictor_init(), cm.predictor_init()
+    for tok in (0, 7, 2):
+        qa, pa = im.predict_int(tok, pa)
+        qb, pb = cm.predict_int(tok, pb)
+        assert np.array_equal(qa, qb) and _states_equal(pa, pb)
+    rows = np.repeat(qa[None], ea.shape[0], axis=0)
+    assert np.array_equal(im.joint_int(ea, rows), cm.joint_int(ea, rows))
+
+
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**31 - 1), frames=st.integers(1, 6), loud=st.floats(0.1, 20.0),
        tokens=st.lists(st.integers(0, 28), min_size=1, max_size=5))

@@ -176,9 +176,14 @@ def finetune(model_path, corpus_dir, out_path=None, minutes: float = 8.0, seed: 
                                     "batch_size": batch_size, "lr_base": lr_base, "lr_bias": lr_bias,
                                     "train_list_size": TRAIN_LIST_SIZE, "p_keep": P_KEEP,
                                     "final_loss": float(np.mean(run[-25:])) if run else None,
-                                    "base": str(model_path)})
+                                    "base": str(model_path), "base_sha256": file_sha256(model_path)})
     return {"path": str(out_path), "steps": step, "minutes": (time.time() - t0) / 60,
             "final_loss": float(np.mean(run[-25:])) if run else None}
+
+
+def file_sha256(path) -> str:
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def save(out_path, base, mod, cfg: dict, meta: dict) -> Path:
@@ -416,6 +421,10 @@ def evaluate_experiment(sets, fm, model_path, beam, seed, path=None, progress=Tr
     from asr.experiments.biasing import decode
     from asr.metrics import error_rates
     nb = NeuralBias(path or default_path())
+    if nb.meta.get("base_sha256") != file_sha256(model_path):
+        # fine-tuned from another model: its rows would compare two different recognizers
+        raise ModelError(f"{nb.path} was fine-tuned from another base model than {model_path}; "
+                         f"retrain it with `python -m asr.decode.neural_bias --minutes 8`")
     out, results = [], {}
     for name in ("names", "no_names"):
         rows = sets[name]

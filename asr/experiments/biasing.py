@@ -290,11 +290,12 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
 
     neural_result = None
     if neural is not False:
+        from azsim.errors import ModelError
         try:
             from asr.decode import neural_bias
             neural_result = neural_bias.evaluate_experiment(sets, fm, model_path, beam, seed,
                                                             path=neural, progress=progress)
-        except (ImportError, AttributeError, FileNotFoundError) as err:
+        except (ImportError, AttributeError, FileNotFoundError, ModelError) as err:
             neural_result = {"skipped": f"{type(err).__name__}: {err}"}
 
     rows = []
