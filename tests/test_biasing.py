@@ -62,6 +62,33 @@ def test_boost_per_matched_token_and_locked_when_complete():
     assert bias.total_bonus(_toks("call john now")) == pytest.approx(5 * w)
 
 
+def test_carrier_prefix_gates_the_boost():
+    w = 2.0
+    bias = BiasList.compile(["john smith"], weight=w, prefixes=["call", "text"])
+    name_tokens = len("john smith") + 1                       # the name and its trailing boundary
+    assert bias.total_bonus(_toks("call john smith")) == pytest.approx(name_tokens * w)
+    assert bias.total_bonus(_toks("text john smith now")) == pytest.approx(name_tokens * w)
+    assert bias.total_bonus(_toks("john smith")) == 0.0       # no carrier word: no boost
+    assert bias.total_bonus(_toks("play john smith")) == 0.0
+    assert bias.total_bonus(_toks("call jo")) == 0.0          # unfinished: withdrawn
+    # the carrier word itself never earns: every step up to the name's first letter is 0
+    steps = _walk(bias, "call john smith")
+    assert [b for b, _ in steps][:5] == [0, 0, 0, 0, 0] and steps[5][0] == pytest.approx(w)
+    assert bias.matches("please call john smith") == ["john smith"]
+    assert bias.names == ["john smith"]
+
+
+def test_classes_mix_gated_and_ungated_names():
+    w = 1.0
+    bias = BiasList.compile_classes([(["ann lee"], ["call"]), (["fan"], None)], weight=w)
+    assert bias.total_bonus(_toks("call ann lee")) == pytest.approx(8 * w)
+    assert bias.total_bonus(_toks("ann lee")) == 0.0
+    assert bias.total_bonus(_toks("turn on the fan")) == pytest.approx(4 * w)
+    assert sorted(bias.names) == ["ann lee", "fan"]
+    with pytest.raises(ConfigError, match="prefixes"):
+        BiasList.compile(["ann"], prefixes=["c@ll"])
+
+
 def test_unfinished_match_is_withdrawn():
     w = 1.5
     bias = BiasList.compile(["johnson"], weight=w)

@@ -150,3 +150,15 @@ def test_sizes_defaults_overrides_and_errors():
     for bad in ({"n_train": 4}, {"n_test": 0}, {"n_test": 2.5}, {"n_test": True}):
         with pytest.raises(ConfigError, match="--n-t"):
             C.sizes(True, quick, full, mins, **bad)
+
+
+def test_carrier_prefixes_come_from_the_training_slots(tmp_path):
+    import json
+    recs = [("call ann lee please", {"contact": "ann lee"}), ("text ann lee hi", {"contact": "ann lee"}),
+            ("turn on the kitchen lamp", {"appliance": "lamp", "room": "kitchen"}),
+            ("switch off the lamp", {"appliance": "lamp"}), ("what time is it", {})]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"text": t, "slots": s}) + "\n" for t, s in recs))
+    p = B.carrier_prefixes(tmp_path)
+    assert p == {"contact": ["call", "text"], "appliance": ["kitchen", "the"]}
+    classes = B.bias_classes(["ann lee", "lamp", "dehumidifier"], p)
+    assert classes == [(["ann lee"], ["call", "text"]), (["lamp", "dehumidifier"], ["kitchen", "the"])]

@@ -20,9 +20,16 @@ How the boost works (the ``asr.decode.beam.TokenScorer`` protocol):
   withdrawn. At the end of the utterance (``final``), an unfinished match is withdrawn, except
   a name that is complete but for its trailing boundary.
 
+Carrier prefixes (optional, per class of names): a name compiled with prefixes, e.g. contacts
+with ``["call", "text"]``, is stored as ``" call kathleen bailey "`` and ``" text kathleen
+bailey "``, and only the name's own tokens earn the boost. A hypothesis gets no boost for a
+contact until it has said a carrier word, so utterances without names are left alone (class
+prefixes as in Zhao et al., "Shallow-fusion end-to-end contextual biasing", Interspeech 2019).
+
 The scorer state is the tuple ``(node, since_lock)``: the automaton node, and how many tokens have been
 emitted since the last completed name (capped at the longest name). The unlocked boost is
-``weight * min(depth(node) - 1, since_lock)``: of the current partial match, only the tokens
+``weight * min(boosted(node), since_lock)``, where boosted(node) counts the name tokens on the
+node's path (depth - 1 without a prefix): of the current partial match, only the tokens
 after the last completed name hold a boost that may still be withdrawn. States are a function
 of the token sequence alone, as beam search requires.
 
@@ -97,7 +104,8 @@ class BiasList:
     """An Aho-Corasick automaton over one request's names; a beam-search TokenScorer."""
 
     def __init__(self, names: list[str], weight: float, goto: np.ndarray, depth: np.ndarray,
-                 is_end: np.ndarray, parent: np.ndarray, fail: np.ndarray, end_bonus: float = 0.0):
+                 is_end: np.ndarray, parent: np.ndarray, fail: np.ndarray, end_bonus: float = 0.0,
+                 boosted: np.ndarray | None = None, end_name: dict | None = None):
         self.names = names
         self.weight = float(weight)
         self.end_bonus = float(end_bonus)
@@ -112,26 +120,47 @@ class BiasList:
         # times faster than numpy scalar indexing.
         self._goto = goto.tolist()
         self._depth1 = (depth - 1).tolist()
+        self.boosted = depth - 1 if boosted is None else boosted   # (nodes,) boost-earning tokens
+        self._boosted = np.maximum(self.boosted, 0).tolist()
         self._is_end = is_end.tolist()
+        self._end_name = end_name or {}    # end node -> the name (without its carrier prefix)
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def compile(cls, names, weight: float = 1.5, source: str = "bias list",
-                end_bonus: float = 0.0) -> "BiasList":
+                end_bonus: float = 0.0, prefixes=None) -> "BiasList":
         """``weight`` per matched token (withdrawn if the match breaks); ``end_bonus`` once per
-        completed name (never withdrawn)."""
+        completed name (never withdrawn); ``prefixes``: carrier words or phrases a name must
+        follow to be boosted (None: boosted anywhere)."""
+        return cls.compile_classes([(names, prefixes)], weight, source, end_bonus)
+
+    @classmethod
+    def compile_classes(cls, classes, weight: float = 1.5, source: str = "bias list",
+                        end_bonus: float = 0.0) -> "BiasList":
+        """One automaton for several classes of names, each ``(names, prefixes or None)``,
+        e.g. contacts after "call"/"text" and appliances after "the"."""
         for label, v in (("boost weight", weight), ("end bonus", end_bonus)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
                     WEIGHT_RANGE[0] <= v <= WEIGHT_RANGE[1]):
                 raise ConfigError(f"{source}: {label} = {v!r}; allowed: a number in "
                                   f"[{WEIGHT_RANGE[0]}, {WEIGHT_RANGE[1]}] (log-prob units)")
-        names = normalize_names(names, source)
+        patterns, all_names = [], []
+        for names, prefixes in classes:
+            names = normalize_names(names, source)
+            all_names += names
+            pre = [None] if prefixes is None else normalize_names(prefixes, f"{source} prefixes")
+            patterns += [(p, n) for n in names for p in pre]
+        all_names = list(dict.fromkeys(all_names))
         children: list[dict[int, int]] = [{}]
-        depth, parent, is_end = [0], [-1], [False]
-        for name in names:
+        depth, parent, is_end, boosted = [0], [-1], [False], [0]
+        end_name: dict[int, str] = {}
+        for prefix, name in patterns:
             node = 0
-            for ch in f" {name} ":
+            text = f" {name} " if prefix is None else f" {prefix} {name} "
+            lead = len(text) - len(name) - 1       # leading boundary (and prefix): no boost
+            for i, ch in enumerate(text):
                 tok = _INDEX[ch]
+                b = max(0, i + 1 - lead)
                 nxt = children[node].get(tok)
                 if nxt is None:
                     nxt = children[node][tok] = len(children)
@@ -139,8 +168,12 @@ class BiasList:
                     depth.append(depth[node] + 1)
                     parent.append(node)
                     is_end.append(False)
+                    boosted.append(b)
+                else:   # a path shared by patterns with different prefixes: the smaller boost
+                    boosted[nxt] = min(boosted[nxt], b)
                 node = nxt
             is_end[node] = True
+            end_name[node] = name
         n = len(children)
         goto = np.zeros((n, VOCAB_SIZE), np.int32)
         fail = np.zeros(n, np.int32)
@@ -157,8 +190,8 @@ class BiasList:
                 goto[u, tok] = child
                 queue.append(child)
         goto[:, BLANK] = np.arange(n)  # blank never reaches a scorer; keep the state if it does
-        return cls(names, weight, goto, np.array(depth, np.int32), np.array(is_end, bool),
-                   np.array(parent, np.int32), fail, end_bonus)
+        return cls(all_names, weight, goto, np.array(depth, np.int32), np.array(is_end, bool),
+                   np.array(parent, np.int32), fail, end_bonus, np.array(boosted, np.int32), end_name)
 
     @property
     def num_nodes(self) -> int:
@@ -175,7 +208,7 @@ class BiasList:
     # ------------------------------------------------------------------ TokenScorer
     # A state is the tuple (node, since_lock) (module doc); plain tuples keep scoring cheap.
     def _pending(self, node: int, since_lock: int) -> float:
-        d = self._depth1[node]
+        d = self._boosted[node]
         return self.weight * (d if d < since_lock else since_lock) if d > 0 else 0.0
 
     def initial_state(self) -> tuple[int, int]:
@@ -218,7 +251,7 @@ class BiasList:
             v = node
             while v > 0:  # report every name ending here (the failure chain holds the shorter ones)
                 if self.is_end[v]:
-                    found.append(self.node_text(v).strip())
+                    found.append(self._end_name.get(v) or self.node_text(v).strip())
                 v = int(self.fail[v])
         return found
 

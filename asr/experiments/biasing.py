@@ -70,6 +70,41 @@ def train_counts(corpus_dir) -> tuple[dict, dict]:
     return contacts, appliances
 
 
+def carrier_prefixes(corpus_dir, min_share: float = 0.01) -> dict[str, list[str]]:
+    """{"contact": [...], "appliance": [...]}: the words that precede each slot in the training
+    transcripts (the manifest's slot annotations), those with at least `min_share` of the
+    slot's occurrences. The assistant's own grammar, learned from data, not from the tests."""
+    counts = {"contact": {}, "appliance": {}}
+    with open(Path(corpus_dir) / "train.jsonl") as fh:
+        for line in fh:
+            rec = json.loads(line)
+            slots = rec.get("slots") or {}
+            words = rec.get("text", "").split()
+            for slot, c in counts.items():
+                value = slots.get(slot)
+                if not isinstance(value, str):
+                    continue
+                v = value.split()
+                for i in range(1, len(words) - len(v) + 1):
+                    if words[i:i + len(v)] == v:
+                        c[words[i - 1]] = c.get(words[i - 1], 0) + 1
+                        break
+    out = {}
+    for slot, c in counts.items():
+        total = sum(c.values())
+        out[slot] = sorted(w for w, n in c.items() if total and n / total >= min_share)
+    return out
+
+
+def bias_classes(names: list[str], prefixes: dict[str, list[str]]) -> list[tuple[list[str], list[str]]]:
+    """A request's list split into (contacts, their prefixes), (appliances, theirs)."""
+    from asr.data import grammar
+    appliances = set(grammar.slot_lists()["appliance"]) | set(NOVEL_APPLIANCES)
+    app = [n for n in names if n in appliances]
+    con = [n for n in names if n not in appliances]
+    return [(c, prefixes[k]) for c, k in ((con, "contact"), (app, "appliance")) if c]
+
+
 def rare_names(corpus_dir) -> tuple[list[str], list[str], dict]:
     from asr.data import grammar
     lists = grammar.slot_lists()
@@ -246,23 +281,36 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
             r["list"] = bias_list(r["names"], LIST_SIZE, pool, rng)
             r["list_large"] = bias_list(r["names"], LARGE_LIST_SIZE, pool, rng)
 
-    # --- tune the boost weight on the dev-voice sets
+    prefixes = carrier_prefixes(corpus_dir)
+
+    def compile_list(names, w, eb, gated):
+        if gated:
+            return BiasList.compile_classes(bias_classes(names, prefixes), w, end_bonus=eb)
+        return BiasList.compile(names, w, end_bonus=eb)
+
+    # --- tune the boost weight on the dev-voice sets, for plain and prefix-gated fusion
     tune_rows = []
-    for w, eb in WEIGHTS:
-        wers = {}
-        for name in ("tune_names", "tune_no_names"):
-            rows = sets[name]
-            hyps = [decode(fm, r["enc"], BiasList.compile(r["list"], w, end_bonus=eb), beam)[0] for r in rows]
-            wers[name] = error_rates([r["text"] for r in rows], hyps)["wer"]
-        tune_rows.append({"weight": w, "end_bonus": eb, **wers})
+    for gated in (False, True):
+        for w, eb in WEIGHTS:
+            wers = {}
+            for name in ("tune_names", "tune_no_names"):
+                rows = sets[name]
+                hyps = [decode(fm, r["enc"], compile_list(r["list"], w, eb, gated), beam)[0] for r in rows]
+                wers[name] = error_rates([r["text"] for r in rows], hyps)["wer"]
+            tune_rows.append({"gated": gated, "weight": w, "end_bonus": eb, **wers})
     base_tune = {name: error_rates([r["text"] for r in sets[name]],
                                    [decode(fm, r["enc"], None, beam)[0] for r in sets[name]])["wer"]
                  for name in ("tune_names", "tune_no_names")}
-    best = min(tune_rows, key=lambda r: (r["tune_names"] + r["tune_no_names"], r["weight"], r["end_bonus"]))
+    best_of = {g: min((r for r in tune_rows if r["gated"] == g),
+                      key=lambda r: (r["tune_names"] + r["tune_no_names"], r["weight"], r["end_bonus"]))
+               for g in (False, True)}
+    best = best_of[False]
     best_w, best_eb = best["weight"], best["end_bonus"]
+    gw, geb = best_of[True]["weight"], best_of[True]["end_bonus"]
 
     # --- the test sets: baseline, shallow fusion (LIST_SIZE and LARGE_LIST_SIZE names)
-    conds = ("none", f"sf-{LIST_SIZE}", f"sf-{LARGE_LIST_SIZE}")
+    conds = ("none", f"sf-{LIST_SIZE}", f"sf-{LARGE_LIST_SIZE}", f"sf-prefix-{LIST_SIZE}",
+             f"sf-prefix-{LARGE_LIST_SIZE}")
     results = {}
     for name in ("names", "no_names"):
         rows = sets[name]
@@ -275,7 +323,9 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
             small = BiasList.compile(r["list"], best_w, end_bonus=best_eb)
             large = BiasList.compile(r["list_large"], best_w, end_bonus=best_eb)
             compile_s += time.perf_counter() - t0
-            for c, scorer in zip(conds, (None, small, large)):
+            gsmall = compile_list(r["list"], gw, geb, True)
+            glarge = compile_list(r["list_large"], gw, geb, True)
+            for c, scorer in zip(conds, (None, small, large, gsmall, glarge)):
                 text, s = decode(fm, r["enc"], scorer, beam)
                 hyps[c].append(text)
                 secs[c] += s
@@ -302,12 +352,15 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
     base_names = results["names"]["none"]["wer"]
     base_none = results["no_names"]["none"]["wer"]
     base_ms = results["names"]["none"]["decode_ms_per_utt"] + results["no_names"]["none"]["decode_ms_per_utt"]
+    labels = {"none": "no biasing", conds[1]: f"shallow fusion, {LIST_SIZE} names",
+              conds[2]: f"shallow fusion, {LARGE_LIST_SIZE} names",
+              conds[3]: f"  after carrier words, {LIST_SIZE} names",
+              conds[4]: f"  after carrier words, {LARGE_LIST_SIZE} names"}
     for c in conds:
         n, o = results["names"][c], results["no_names"][c]
         ms = n["decode_ms_per_utt"] + o["decode_ms_per_utt"]
-        rows.append({"method": {"none": "no biasing", conds[1]: f"shallow fusion, {LIST_SIZE} names",
-                                conds[2]: f"shallow fusion, {LARGE_LIST_SIZE} names"}[c],
-                     "weight": None if c == "none" else f"{best_w:g}/{best_eb:g}",
+        w = None if c == "none" else (f"{gw:g}/{geb:g}" if "prefix" in c else f"{best_w:g}/{best_eb:g}")
+        rows.append({"method": labels[c], "weight": w,
                      "wer_names": n["wer"], "wer_no_names": o["wer"], "name_recall": n["name_recall"],
                      "rel_wer_reduction_names": (base_names - n["wer"]) / base_names if base_names else None,
                      "abs_wer_change_no_names": o["wer"] - base_none,
@@ -320,18 +373,22 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
             r["decode_time_ratio"] = (2 * r["decode_ms_per_utt"] / base_ms
                                       if r.get("decode_ms_per_utt") is not None else None)
             rows.append(r)
-    sf, sf_large = rows[1], rows[2]
-    goals = {
-        "names_rel_wer_reduction_ge_30pct": bool(sf["rel_wer_reduction_names"] is not None
-                                                 and sf["rel_wer_reduction_names"] >= 0.30),
-        "no_names_abs_wer_increase_le_0.2": bool(sf["abs_wer_change_no_names"] <= 0.002),
-        "large_list_extra_time_le_20pct": bool(sf_large["decode_time_ratio"] <= 1.20),
-    }
+
+    def goals_of(sf, sf_large):
+        return {"names_rel_wer_reduction_ge_30pct": bool(sf["rel_wer_reduction_names"] is not None
+                                                         and sf["rel_wer_reduction_names"] >= 0.30),
+                "no_names_abs_wer_increase_le_0.2": bool(sf["abs_wer_change_no_names"] <= 0.002),
+                "large_list_extra_time_le_20pct": bool(sf_large["decode_time_ratio"] <= 1.20)}
+
+    goals = {"shallow fusion": goals_of(rows[1], rows[2]),
+             "shallow fusion after carrier words": goals_of(rows[3], rows[4])}
     return {"experiment": "biasing", "quick": quick, "model": str(model_path), "corpus": str(corpus_dir),
             "beam": beam, "seed": seed, "n_test": sizes["n_test"], "n_tune": sizes["n_tune"],
             "list_size": LIST_SIZE, "large_list_size": LARGE_LIST_SIZE, "names": name_counts,
             "tuning": {"weights": tune_rows, "baseline": base_tune, "chosen_weight": best_w,
-                       "chosen_end_bonus": best_eb},
+                       "chosen_end_bonus": best_eb, "chosen_weight_prefix": gw,
+                       "chosen_end_bonus_prefix": geb},
+            "carrier_prefixes": prefixes,
             "rows": rows, "details": results, "neural": neural_result, "goals": goals,
             "goal_note": "'0.2 absolute WER' read as 0.2 percentage points (0.002)",
             "seconds": {"sets": t_sets, "total": clock()}}
@@ -347,20 +404,25 @@ def format_tables(r: dict) -> str:
         f"Context biasing: {r['n_test']} name-bearing and {r['n_test']} name-free test utterances "
         f"(test voices), beam {r['beam']}")
     t2 = C.format_table(r["tuning"]["weights"], [
-        ("weight", "weight", "g"), ("end_bonus", "end bonus", "g"),
+        ("gated", "after carrier words", "s"), ("weight", "weight", "g"), ("end_bonus", "end bonus", "g"),
         ("tune_names", "WER names (dev voices)", ".1%"),
         ("tune_no_names", "WER no names (dev voices)", ".1%")],
         f"Boost weight tuning (baseline {r['tuning']['baseline']['tune_names']:.1%} / "
         f"{r['tuning']['baseline']['tune_no_names']:.1%}; chosen {r['tuning']['chosen_weight']:g} per token, "
-        f"{r['tuning']['chosen_end_bonus']:g} per completed name)")
+        f"{r['tuning']['chosen_end_bonus']:g} per completed name; after carrier words "
+        f"{r['tuning']['chosen_weight_prefix']:g} / {r['tuning']['chosen_end_bonus_prefix']:g})")
+    cp = r["carrier_prefixes"]
     n = r["names"]
     parts = [t1, t2,
              f"names: {n['contacts_rare']} contacts seen <= {RARE_MAX_TRAIN_COUNT}x in training "
              f"({n['contacts_absent']} never), {n['appliances_rare']} rarest appliances "
              f"(train counts {min(n['rare_appliance_train_counts'].values())}-"
              f"{max(n['rare_appliance_train_counts'].values())}), {n['appliances_absent']} absent appliances",
-             "goals: " + ", ".join(f"{k}={'met' if v else 'NOT met'}" for k, v in r["goals"].items())
-             + f" ({r['goal_note']})"]
+             f"carrier words (the words before each slot in the training transcripts, >= 1% of its "
+             f"occurrences): contacts {', '.join(cp['contact'])}; appliances {', '.join(cp['appliance'])}"]
+    for method, g in r["goals"].items():
+        parts.append(f"goals, {method}: " + ", ".join(f"{k}={'met' if v else 'NOT met'}" for k, v in g.items())
+                     + f" ({r['goal_note']})")
     nr = r.get("neural")
     if nr and "chip_cost" in nr:
         parts.append(C.format_table(nr["chip_cost"], [
