@@ -9,8 +9,8 @@
     model = "models/compress/qat-int8/model.npz"  # optional: the float export the recipe is for
                               #   (default: the shipped model); relative to the repository root
     build = ["configs/compress/qat-int8.toml"]  # training methods: compression fine-tunes
-                              #   (python -m asr.train.compress_train) that make `model`, run in
-                              #   order when it is missing; `model` defaults to the last one's export
+                              #   (azsim compress) that make `model`, run in order when it is
+                              #   missing or stale; `model` defaults to the last one's export
     bits = 8                  # 4 or 8: weight width of every layer unless a layer says otherwise
     sparsity = 0.5            # fraction of weights pruned by magnitude before quantizing, [0, 1)
     pattern = "unstructured"  # or "N:M" (keep the N largest of every M consecutive inputs)
