@@ -39,6 +39,7 @@ def test_shipped_recipes_load():
         else:   # trained methods name their fine-tunes, and the model is the last one's export
             assert r.build and all((REPO / b).is_file() for b in r.build)
             assert r.model_path().name == "model.npz" and "models/compress" in r.model_path().as_posix()
+            assert r.builds_its_model()
     assert names["int8-qat"].method == "qat" and names["int4-regqat"].method == "reg-qat"
     assert names["distilled-int8"].build[0].endswith("teacher-bi.toml")
 

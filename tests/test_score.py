@@ -89,6 +89,8 @@ def test_score_takes_the_model_a_recipe_names(setup, tmp_path):
     rec = tmp_path / "qat.toml"
     rec.write_text(f'name = "qat"\nmethod = "qat"\nmodel = "{model}"\n'
                    f'build = ["configs/compress/qat-int8.toml"]\nsolver = "round"\n')
+    from asr.quant import recipe as recipe_mod
+    assert not recipe_mod.load(rec).builds_its_model()   # `model` names another file: no build
     r = score(recipe=rec, corpus=corpus, limit=1, beam=1, progress=False)
     assert r["model"] == str(model) and r["recipe"] == "qat"
 

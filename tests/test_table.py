@@ -51,10 +51,11 @@ label = "int4 QAT"
 recipe = "{d / 'int4-qat.toml'}"
 ''')
     # a trained-method recipe: the row takes the model (missing here) and its build from it
+    # (a fine-tune config whose export, models/compress/pytest-never-built/, does not exist)
+    (d / "never-built.toml").write_text('name = "pytest-never-built"\n[compress]\nmethod = "qat"\n')
     (d / "int4-qat.toml").write_text(f'''name = "int4-qat"
 method = "qat"
-model = "{d / 'not-there.npz'}"
-build = ["configs/compress/qat-int4.toml"]
+build = ["{d / 'never-built.toml'}"]
 bits = 4
 solver = "round"
 ''')
@@ -66,7 +67,7 @@ def test_table_rows_goals_and_cache(setup):
     r = cr.table(rows=rows, limit=2, beam=2, corpus=corpus, cache_dir=d / "cache", progress=False)
     by = {x["id"]: x for x in r["rows"]}
     assert [x["id"] for x in r["rows"]] == ["float32", "int8-ptq", "int8-sparse50", "int4-qat"]
-    assert by["int4-qat"]["status"] == "missing" and "qat-int4.toml" in by["int4-qat"]["error"]
+    assert by["int4-qat"]["status"] == "missing" and "never-built.toml" in by["int4-qat"]["error"]
     for rid in ("float32", "int8-ptq", "int8-sparse50"):
         assert by[rid]["status"] == "ok" and by[rid]["n"] == 2 and 0 <= by[rid]["wer"]
     f32 = by["float32"]

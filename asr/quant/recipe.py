@@ -115,6 +115,14 @@ class Recipe:
             return output_path(resolve_path(self.build[-1]))
         return None
 
+    def builds_its_model(self) -> bool:
+        """Whether `build` makes the model this recipe is for (not so when `model` names
+        another file: then build is documentation and is never run)."""
+        if not self.build:
+            return False
+        from asr.train.compress_train import output_path
+        return self.model_path() == output_path(resolve_path(self.build[-1]))
+
     def layer(self, name: str) -> LayerRecipe:
         return self.layers.get(name, self.default)
 

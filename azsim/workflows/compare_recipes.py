@@ -102,9 +102,12 @@ def load_rows(path=None) -> list[dict]:
             if not rpath.is_file():
                 raise ConfigError(f"{where} ({r['id']}): recipe {r['recipe']}: no such file")
             rec = recipe_mod.load(rpath)
-            row["build"] = rec.build
             if row["model"] is None:
                 row["model"] = str(rec.model_path() or DEFAULT_MODEL)
+            # the fine-tunes are this row's to run only when they make the row's model
+            from asr.train.compress_train import output_path
+            if rec.build and output_path(recipe_mod.resolve_path(rec.build[-1])) == _resolve(row["model"]):
+                row["build"] = rec.build
         out.append(row)
     return out
 

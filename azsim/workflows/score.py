@@ -58,7 +58,7 @@ def resolve_model(model, rec) -> Path:
     if model is not None:
         return Path(model)
     path = rec.model_path() or DEFAULT_MODEL
-    if rec.build:   # made when missing, remade when its config or init model changed
+    if rec.builds_its_model():   # made when missing, remade when its config or init model changed
         from asr.train.compress_train import ensure_built
         ensure_built(rec.build, echo=False)
     return path
