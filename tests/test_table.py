@@ -112,6 +112,10 @@ def test_rows_file_errors(tmp_path):
                         ('[[row]]\nid = "a"\nlabel = "a"\nmodel = "m.npz"\nfloat = true\nbits = 4\n', "unknown"),
                         ('[[row]]\nid = "a"\nlabel = "a"\nmodel = "m"\nfloat = true\n'
                          '[[row]]\nid = "a"\nlabel = "b"\nmodel = "m"\nfloat = true\n', "twice"),
+                        ('[[row]]\nid = "a"\nlabel = "a"\nfloat = true\n', "names its model"),
+                        ('[[row]]\nid = "a"\nlabel = "a"\nmodel = "m"\nfloat = true\nbuild = "x"\n', "list of fine-tune"),
+                        ('[[row]]\nid = "a"\nlabel = "a"\nrecipe = "recipes/int8.toml"\nbuild = ["x"]\n', "belongs in the row's recipe"),
+                        ('[[row]]\nid = "a"\nlabel = "a"\nrecipe = "nope.toml"\n', "no such file"),
                         ('title = "x"\n', "no \\[\\[row\\]\\]"), ("[[row]\n", "TOML")):
         p.write_text(body)
         with pytest.raises(ConfigError, match=match):

@@ -11,6 +11,7 @@ A rows file lists what to compare (see configs/compress/table.toml):
     recipe = "recipes/int8-qat.toml"    # its `model` / `build` name the fine-tuned model
     model = "..."                       # optional: overrides the recipe's model (default: shipped)
     float = false                       # true: decode `model` in float32 on the host (no chip)
+    build = ["configs/compress/finetune.toml"]   # float rows only: the fine-tunes that make `model`
 
 A row whose model is missing, or stale (made from another version of its config or init
 model), is reported as such with the command that makes it; with build=True (`azsim table
@@ -38,7 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ROWS = REPO_ROOT / "configs" / "compress" / "table.toml"
 DEFAULT_MODEL = REPO_ROOT / "models" / "shipped" / "model.npz"
 CACHE_DIR = REPO_ROOT / "runs" / "table"
-ROW_FIELDS = ("id", "label", "model", "recipe", "float", "note")
+ROW_FIELDS = ("id", "label", "model", "recipe", "float", "build", "note")
 COLUMNS = ("wer", "cer", "weight_bytes", "weight_bytes_vs_float32", "peak_sram_bytes", "latency_ms",
            "latency_ms_p95", "energy_mj", "offchip_bytes_per_s", "rtf", "macs_per_s", "n", "audio_s",
            "sparsity", "formats", "float32_bytes")
@@ -96,6 +97,13 @@ def load_rows(path=None) -> list[dict]:
         row = {k: r.get(k) for k in ROW_FIELDS}
         row["float"] = is_float
         row["build"] = ()
+        if is_float and r.get("build") is not None:   # a float row has no recipe to say it
+            b = r["build"]
+            if not isinstance(b, list) or not all(isinstance(x, str) for x in b):
+                raise ConfigError(f"{where} ({r['id']}): build must be a list of fine-tune configs")
+            row["build"] = tuple(b)
+        elif r.get("build") is not None:
+            raise ConfigError(f"{where} ({r['id']}): build belongs in the row's recipe")
         if not is_float:   # the recipe says which model it is for and how that model is made
             from asr.quant import recipe as recipe_mod
             rpath = _resolve(r["recipe"])
