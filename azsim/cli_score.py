@@ -15,8 +15,9 @@ def register(sub) -> None:
                                    "simulated chip (encoder, prediction and joint networks on the "
                                    "engine, beam search on the host) and report WER from the chip's "
                                    "outputs with its latency, off-chip traffic, energy and footprint.")
-    p.add_argument("--model", default=str(DEFAULT_MODEL),
-                   help="float export (.npz, quantized here) or a quantized .npz (default: %(default)s)")
+    p.add_argument("--model", default=None,
+                   help="float export (.npz, quantized here) or a quantized .npz (default: the model "
+                        f"the recipe names, built first if missing or stale, else {DEFAULT_MODEL})")
     p.add_argument("--recipe", default=str(DEFAULT_RECIPE), help="recipe TOML (default: %(default)s)")
     p.add_argument("--preset", default="default", help="hardware preset name or .toml (default: default)")
     p.add_argument("--subset", default="test_clean", choices=SUBSETS, help="test subset (default: test_clean)")

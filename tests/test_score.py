@@ -93,6 +93,9 @@ def test_score_takes_the_model_a_recipe_names(setup, tmp_path):
     assert not recipe_mod.load(rec).builds_its_model()   # `model` names another file: no build
     r = score(recipe=rec, corpus=corpus, limit=1, beam=1, progress=False)
     assert r["model"] == str(model) and r["recipe"] == "qat"
+    p = _cli("--recipe", rec, "--corpus", corpus, "--limit", 1, "--beam", 1, "--json")   # the CLI too
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["model"] == str(model)
 
 
 def test_score_errors(setup, tmp_path):
