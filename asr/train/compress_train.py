@@ -239,7 +239,7 @@ def ensure_built(configs, echo: bool = True) -> list[Path]:
             print(f"building {out.relative_to(REPO_ROOT) if out.is_relative_to(REPO_ROOT) else out} "
                   f"({why}) with {c}: a bounded fine-tune, its [train] max_minutes plus evaluation",
                   file=sys.stderr, flush=True)
-            run(path, echo=echo)
+            run(path, echo=echo, log_stream=sys.stderr)   # stdout may be a command's JSON
             _key_file(out).write_text(build_key(path) + "\n")
         outs.append(out)
     return outs
@@ -280,14 +280,14 @@ def load_float_model(path):
 
 # ----------------------------------------------------------------------------- running
 class _Log:
-    def __init__(self, path: Path, echo: bool = True):
-        self.path, self.echo = path, echo
+    def __init__(self, path: Path, echo: bool = True, stream=None):
+        self.path, self.echo, self.stream = path, echo, stream
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, msg: str) -> None:
         line = f"{time.strftime('%H:%M:%S', time.gmtime())} {msg}"
         if self.echo:
-            print(line, flush=True)
+            print(line, flush=True, file=self.stream or sys.stdout)
         with open(self.path, "a") as f:
             f.write(line + "\n")
 
@@ -334,7 +334,7 @@ def _grad_ratio(net, task_loss) -> float:
 
 
 def run(config_path, corpus_dir=None, out_root=None, runs_root=None, train_examples=None,
-        dev_examples=None, echo: bool = True) -> dict:
+        dev_examples=None, echo: bool = True, log_stream=None) -> dict:
     """Run one compression fine-tune; returns the summary (also written as summary.json).
     `train_examples` / `dev_examples` (asr.train.loop.Example lists) bypass the corpus (tests)."""
     from asr.model.export import export_npz
@@ -351,7 +351,7 @@ def run(config_path, corpus_dir=None, out_root=None, runs_root=None, train_examp
     run_dir = Path(runs_root or REPO_ROOT / "runs" / "compress") / name
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "log.txt").unlink(missing_ok=True)
-    log = _Log(run_dir / "log.txt", echo)
+    log = _Log(run_dir / "log.txt", echo, log_stream)
     log(f"config {cfg['source']} (name {name}, method {cc.method}); command: {' '.join(sys.orig_argv)}")
     torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)

@@ -261,7 +261,7 @@ def table(rows=None, subset="test_clean", limit=None, preset="default", beam=4, 
         from asr.train.compress_train import ensure_built
         for r in spec:
             if r["build"]:
-                ensure_built(r["build"], echo=False)
+                ensure_built(r["build"])
     kw = dict(subset=subset, limit=limit, preset=preset, beam=beam, cache_dir=cache_dir, fresh=fresh,
               corpus=corpus)
     if jobs > 1 and len(spec) > 1:

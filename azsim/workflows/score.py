@@ -60,7 +60,7 @@ def resolve_model(model, rec) -> Path:
     path = rec.model_path() or DEFAULT_MODEL
     if rec.builds_its_model():   # made when missing, remade when its config or init model changed
         from asr.train.compress_train import ensure_built
-        ensure_built(rec.build, echo=False)
+        ensure_built(rec.build)
     return path
 
 
