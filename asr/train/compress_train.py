@@ -364,7 +364,7 @@ def run(config_path, corpus_dir=None, out_root=None, runs_root=None, train_examp
         from asr.train.loop import load_config as load_train_config
         base = load_train_config(base_cfg_path)
         cdir = Path(corpus_dir) if corpus_dir else corpus_mod.build(
-            base["data"], base["train"].get("cache_dir") or None, progress=False)
+            base["data"], base["train"].get("cache_dir") or None, progress=True)
         utts = corpus_mod.load_subset(cdir, "train")
         pick = np.sort(rng.choice(len(utts), size=min(tc.n_train, len(utts)), replace=False))
         train_examples = to_examples([utts[i] for i in pick])
