@@ -87,6 +87,9 @@ def test_classes_mix_gated_and_ungated_names():
     assert sorted(bias.names) == ["ann lee", "fan"]
     with pytest.raises(ConfigError, match="prefixes"):
         BiasList.compile(["ann"], prefixes=["c@ll"])
+    names = [f"name {chr(97 + i % 26)}{chr(97 + i // 26 % 26)}{chr(97 + i // 676)}" for i in range(5000)]
+    with pytest.raises(ConfigError, match="name-prefix pairs"):
+        BiasList.compile(names, prefixes=[f"w{chr(97 + k)}" for k in range(11)])
 
 
 def test_unfinished_match_is_withdrawn():

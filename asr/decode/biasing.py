@@ -46,6 +46,7 @@ from azsim.errors import ConfigError
 
 MAX_NAMES = 5000          # a request's bias list may hold at most this many names
 MAX_NAME_CHARS = 64       # ... each at most this many characters
+MAX_PATTERNS = 50_000     # names x carrier prefixes in one automaton (~1 M nodes, ~120 MB)
 WEIGHT_RANGE = (0.0, 20.0)
 _SPACE = VOCAB.index(" ")
 _INDEX = {ch: i for i, ch in enumerate(VOCAB) if i != BLANK}
@@ -151,6 +152,9 @@ class BiasList:
             pre = [None] if prefixes is None else normalize_names(prefixes, f"{source} prefixes")
             patterns += [(p, n) for n in names for p in pre]
         all_names = list(dict.fromkeys(all_names))
+        if len(patterns) > MAX_PATTERNS:   # the dense automaton grows with names x prefixes
+            raise ConfigError(f"{source}: {len(patterns)} name-prefix pairs; allowed: at most "
+                              f"{MAX_PATTERNS} (fewer names or fewer carrier prefixes)")
         children: list[dict[int, int]] = [{}]
         depth, parent, is_end, boosted = [0], [-1], [False], [0]
         end_name: dict[int, str] = {}
