@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from azsim.argtypes import positive_int
+from azsim.tomlio import read_toml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO_ROOT / "models" / "shipped" / "model.npz"
@@ -123,19 +124,6 @@ def cmd_compress(args) -> int:
 
 
 # ------------------------------------------------------------------------------ eval
-def _read_toml(path: Path) -> dict:
-    import tomllib
-
-    from azsim.errors import ConfigError
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML ({err})") from None
-
-
 def eval_config(model_path: str, config: str | None = None) -> tuple[dict, Path]:
     """The run config naming the model's corpus: --config, else the config.toml that
     `azsim train` copies next to model.npz, else configs/shipped.toml."""
@@ -143,7 +131,7 @@ def eval_config(model_path: str, config: str | None = None) -> tuple[dict, Path]
     candidates = [Path(config)] if config else [Path(model_path).parent / "config.toml", DEFAULT_CONFIG]
     for path in candidates:
         if path.is_file() or config:
-            cfg = _read_toml(path)
+            cfg = read_toml(path, "config")
             if not isinstance(cfg.get("data"), dict):
                 raise ConfigError(f"{path}: missing section [data] (the corpus the model is evaluated on)")
             return cfg, path
