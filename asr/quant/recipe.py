@@ -115,13 +115,17 @@ class Recipe:
             return output_path(resolve_path(self.build[-1]))
         return None
 
-    def builds_its_model(self) -> bool:
-        """Whether `build` makes the model this recipe is for (not so when `model` names
-        another file: then build is documentation and is never run)."""
+    def builds(self, model_path) -> bool:
+        """Whether `build` makes this model file (its last config's export)."""
         if not self.build:
             return False
         from asr.train.compress_train import output_path
-        return self.model_path() == output_path(resolve_path(self.build[-1]))
+        return Path(model_path) == output_path(resolve_path(self.build[-1]))
+
+    def builds_its_model(self) -> bool:
+        """Whether `build` makes the model this recipe is for (not so when `model` names
+        another file: then build is documentation and is never run)."""
+        return self.model_path() is not None and self.builds(self.model_path())
 
     def layer(self, name: str) -> LayerRecipe:
         return self.layers.get(name, self.default)

@@ -65,7 +65,7 @@ def resolve_model(model, rec) -> Path:
 
 
 def prepare(model=None, recipe=None, preset="default", corpus=None, config=None):
-    """(ChipRNNT, QuantModel, float model or None, recipe, hw config, corpus dir)."""
+    """(ChipRNNT, QuantModel, float model or None, recipe, hw config, corpus dir, model path)."""
     from asr.chip import ChipRNNT
     from asr.quant import ptq
     from asr.quant import recipe as recipe_mod
@@ -83,7 +83,7 @@ def prepare(model=None, recipe=None, preset="default", corpus=None, config=None)
         fm = m
         corpus_dir = _corpus_dir(model, corpus, config)
         qm = ptq.quantize_from_corpus(fm, rec, corpus_dir, source=str(model))
-    return ChipRNNT(qm, cfg), qm, fm, rec, cfg, corpus_dir
+    return ChipRNNT(qm, cfg), qm, fm, rec, cfg, corpus_dir, model
 
 
 def utterance_figures(cm, r: dict, audio_s: float) -> dict:
@@ -160,9 +160,7 @@ def score(model=None, recipe=None, preset="default", subset="test_clean", limit=
     if not isinstance(beam, int) or beam < 1:
         raise ConfigError(f"--beam: {beam!r} (allowed: an integer >= 1)")
     t_setup = time.perf_counter()
-    from asr.quant import recipe as recipe_mod
-    model = resolve_model(model, recipe_mod.load(recipe if recipe is not None else DEFAULT_RECIPE))
-    cm, qm, fm, rec, hwcfg, corpus_dir = prepare(model, recipe, preset, corpus, config)
+    cm, qm, fm, rec, hwcfg, corpus_dir, model = prepare(model, recipe, preset, corpus, config)
     if save_quantized:
         qm.save(save_quantized)
     if corpus_dir is None:
