@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-import tomllib
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -58,14 +57,10 @@ GOALS = (
 def load_rows(path=None) -> list[dict]:
     from azsim.errors import ConfigError
 
+    from azsim.tomlio import read_toml
+
     path = Path(path) if path is not None else DEFAULT_ROWS
-    if not path.is_file():
-        raise ConfigError(f"{path}: rows file not found")
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML ({err})") from None
+    data = read_toml(path, "rows")
     rows = data.get("row")
     if not isinstance(rows, list) or not rows:
         raise ConfigError(f"{path}: no [[row]] tables (each needs id, label and a recipe, or a model "
@@ -112,9 +107,7 @@ def load_rows(path=None) -> list[dict]:
             rec = recipe_mod.load(rpath)
             if row["model"] is None:
                 row["model"] = str(rec.model_path() or DEFAULT_MODEL)
-            # the fine-tunes are this row's to run only when they make the row's model
-            from asr.train.compress_train import output_path
-            if rec.build and output_path(recipe_mod.resolve_path(rec.build[-1])) == _resolve(row["model"]):
+            if rec.builds(_resolve(row["model"])):   # the fine-tunes are this row's to run
                 row["build"] = rec.build
         out.append(row)
     return out
@@ -174,11 +167,11 @@ def score_row(row, subset="test_clean", limit=None, preset="default", beam=4, ca
     model = _resolve(row["model"])
     if model.is_file() and row.get("build"):
         from asr.train.compress_train import is_current, output_path
-        stale = [b for b in row["build"] if output_path(_resolve(b)) == model and not is_current(_resolve(b))]
-        if stale:
+        last = _resolve(row["build"][-1])   # earlier builds make teachers, never the row's model
+        if output_path(last) == model and not is_current(last):
             out["status"] = "stale"
-            out["error"] = (f"{model}: made from another version of {stale[0]} or of its init model "
-                            "(azsim table --build remakes it)")
+            out["error"] = (f"{model}: made from another version of {row['build'][-1]} or of its "
+                            "init model (azsim table --build remakes it)")
             return out
     if not model.is_file():
         out["status"] = "missing"
