@@ -191,12 +191,20 @@ def load_config(path) -> dict:
     return cfg
 
 
+def _out_dir(name: str, out_root=None) -> Path:
+    return Path(out_root or REPO_ROOT / "models" / "compress") / name
+
+
+def _run_dir(name: str, runs_root=None) -> Path:
+    return Path(runs_root or REPO_ROOT / "runs" / "compress") / name
+
+
 def output_path(config_path) -> Path:
     """Where run(config_path) leaves its result: the model export (a teacher: teacher.pt)."""
     cfg = load_config(config_path)
     if cfg["compress"].method == "teacher":
-        return REPO_ROOT / "runs" / "compress" / cfg["name"] / "teacher.pt"
-    return REPO_ROOT / "models" / "compress" / cfg["name"] / "model.npz"
+        return _run_dir(cfg["name"]) / "teacher.pt"
+    return _out_dir(cfg["name"]) / "model.npz"
 
 
 def build_key(config_path) -> str:
@@ -347,8 +355,7 @@ def run(config_path, corpus_dir=None, out_root=None, runs_root=None, train_examp
     cc: CompressConfig = cfg["compress"]
     tc: FinetuneConfig = cfg["train"]
     name = cfg["name"]
-    out_dir = Path(out_root or REPO_ROOT / "models" / "compress") / name
-    run_dir = Path(runs_root or REPO_ROOT / "runs" / "compress") / name
+    out_dir, run_dir = _out_dir(name, out_root), _run_dir(name, runs_root)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "log.txt").unlink(missing_ok=True)
     log = _Log(run_dir / "log.txt", echo, log_stream)
