@@ -90,16 +90,12 @@ class TrainConfig:
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
                 raise ConfigError(f"{source}: {name} = {v!r} must be an integer in [{lo}, {hi}]")
         franges = {"lr": (1e-6, 1.0), "min_lr_ratio": (0.0, 1.0), "weight_decay": (0.0, 1.0),
-                   "grad_clip": (0.0, 1e6), "ctc_weight": (0.0, 10.0), "max_minutes": (0.01, 10000.0)}
+                   "grad_clip": (0.0, 1e6), "ctc_weight": (0.0, 10.0), "max_minutes": (0.01, 10000.0),
+                   "p_gain": (0.0, 1.0), "p_vtlp": (0.0, 1.0), "p_feat_noise": (0.0, 1.0)}
         for name, (lo, hi) in franges.items():
             v = getattr(cfg, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not lo <= v <= hi:
                 raise ConfigError(f"{source}: {name} = {v!r} must be a number in [{lo}, {hi}]")
-        pranges = {"p_gain": (0.0, 1.0), "p_vtlp": (0.0, 1.0), "p_feat_noise": (0.0, 1.0)}
-        for name, (lo, hi) in pranges.items():
-            v = getattr(cfg, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not lo <= v <= hi:
-                raise ConfigError(f"{source}: {name} = {v!r} must be a probability in [{lo}, {hi}]")
         pairs = {"gain_db": (-60.0, 20.0), "vtlp_alpha": (0.5, 2.0), "feat_snr_db": (-10.0, 60.0)}
         for name, (lo, hi) in pairs.items():
             v = getattr(cfg, name)
