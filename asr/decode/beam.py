@@ -66,6 +66,14 @@ class _Pending:
         self.state, self.token = state, token
 
 
+def _with(h: Hypothesis, score: float, pred, pred_state) -> Hypothesis:
+    """h with another score and predictor output. A plain construction rather than
+    dataclasses.replace: this runs for every candidate of every frame, and replace() costs
+    several times as much."""
+    return Hypothesis(h.tokens, h.token_frames, h.token_scores, score, h.bonus, pred, pred_state,
+                      h.scorer_state)
+
+
 def _merge(pool: dict, hyp: Hypothesis) -> None:
     old = pool.get(hyp.tokens)
     if old is None:
@@ -78,11 +86,7 @@ def _merge(pool: dict, hyp: Hypothesis) -> None:
             if not isinstance(h.pred_state, _Pending):
                 pred, pred_state = h.pred, h.pred_state
                 break
-    # Hypothesis(...) rather than dataclasses.replace: this runs for every candidate of every
-    # frame, and replace() costs several times a plain construction.
-    pool[hyp.tokens] = Hypothesis(b.tokens, b.token_frames, b.token_scores,
-                                  float(np.logaddexp(old.score, hyp.score)), b.bonus, pred,
-                                  pred_state, b.scorer_state)
+    pool[hyp.tokens] = _with(b, float(np.logaddexp(old.score, hyp.score)), pred, pred_state)
 
 
 class BeamSearch:
@@ -155,8 +159,7 @@ class BeamSearch:
             for score, i, j, bonus, sstate in cands[:beam]:
                 h = active[i]
                 if j == blank:
-                    _merge(finished, Hypothesis(h.tokens, h.token_frames, h.token_scores, score,
-                                                h.bonus, h.pred, h.pred_state, h.scorer_state))
+                    _merge(finished, _with(h, score, h.pred, h.pred_state))
                     continue
                 new = Hypothesis(h.tokens + (j,), h.token_frames + (t,), h.token_scores + (score,),
                                  score, h.bonus + bonus, None, _Pending(h.pred_state, j), sstate)
@@ -175,8 +178,7 @@ class BeamSearch:
         if hit is None:
             pred, pstate = self.model.predict(h.pred_state.token, h.pred_state.state)
             hit = self._pred_cache[h.tokens] = (np.asarray(pred, np.float32), pstate)
-        return Hypothesis(h.tokens, h.token_frames, h.token_scores, h.score, h.bonus, hit[0], hit[1],
-                          h.scorer_state)
+        return _with(h, h.score, hit[0], hit[1])
 
     def nbest(self) -> list[Hypothesis]:
         """The N-best list, best first, with the scorer's final bonus applied."""
