@@ -320,8 +320,8 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
         for r in tqdm(rows, desc=f"biasing {name}", unit="utt", file=sys.stderr,
                       disable=not progress, leave=False):
             t0 = time.perf_counter()
-            small = BiasList.compile(r["list"], best_w, end_bonus=best_eb)
-            large = BiasList.compile(r["list_large"], best_w, end_bonus=best_eb)
+            small = compile_list(r["list"], best_w, best_eb, False)
+            large = compile_list(r["list_large"], best_w, best_eb, False)
             compile_s += time.perf_counter() - t0
             gsmall = compile_list(r["list"], gw, geb, True)
             glarge = compile_list(r["list_large"], gw, geb, True)
