@@ -168,6 +168,73 @@ def test_routed_output_uses_chosen_branch_per_frame(base):
     assert 0.6 < float((m.layers[0].m_ih == 0).float().mean()) < 0.8
 
 
+def test_arbitrator_reads_previous_top_layer_state(base):
+    """Route t is decided from x_t and the top layer's output of frame t-1 (zeros at t = 0)."""
+    from asr.branching.model import BranchingRNNT
+    torch.manual_seed(4)
+    x = torch.randn(2, 7, 240)
+    m = BranchingRNNT(base, lean="lowrank", rank=3).eval()
+    seen = []
+    step = m.arbitrator.step
+
+    def spy(x_t, enc_h, state):
+        seen.append((x_t.clone(), enc_h.clone()))
+        return step(x_t, enc_h, state)
+
+    m.arbitrator.step = spy
+    with torch.no_grad():
+        m.encode(x)
+        route = m.last_route.bool()
+        # Replay the encoder with the recorded routes to get the top layer's h_t.
+        h_in = base.normalize(x)
+        for layer in m.layers:
+            h = torch.zeros(2, layer.hidden)
+            c = torch.zeros(2, layer.hidden)
+            outs = []
+            for t in range(7):
+                gf = layer.full_in(h_in[:, t]) + layer.full_rec(h)
+                gl = layer.lean_in(h_in[:, t]) + layer.lean_rec(h)
+                h, c = layer.cell(torch.where(route[:, t, None], gf, gl), c)
+                outs.append(h)
+            h_in = torch.stack(outs, dim=1)
+        tops = h_in
+    assert len(seen) == 7
+    assert torch.all(seen[0][1] == 0)
+    for t in range(1, 7):
+        assert torch.allclose(seen[t][1], tops[:, t - 1], atol=1e-6)
+        assert torch.allclose(seen[t][0], base.normalize(x)[:, t])
+    # The state changes the decision: the same input frame with another encoder state gives
+    # other logits.
+    s0 = m.arbitrator.init_state(1)
+    a, _ = step(seen[3][0][:1], seen[3][1][:1], s0)
+    b, _ = step(seen[3][0][:1], seen[3][1][:1] + 0.5, s0)
+    assert not torch.allclose(a, b)
+
+
+def test_lean_teacher_distillation(base):
+    """A forced lean model with a teacher computes the same output as without one, plus a
+    per-frame gate MSE against the full branch that is 0 where the two branches agree."""
+    import copy
+    from asr.branching.model import BranchingRNNT
+    x = torch.randn(2, 6, 240)
+    plain = BranchingRNNT(copy.deepcopy(base), lean="lowrank", rank=3, force="lean").train()
+    taught = BranchingRNNT(copy.deepcopy(base), lean="lowrank", rank=3, force="lean", teacher=True).train()
+    with torch.no_grad():
+        a, _ = plain.encode(x)
+        b, _ = taught.encode(x)
+    assert torch.allclose(a, b, atol=1e-5)
+    assert plain.last_distill is None
+    assert taught.last_distill.shape == (2, 6) and float(taught.last_distill.min()) > 0
+    exact = BranchingRNNT(copy.deepcopy(base), lean="lowrank", rank=64, force="lean", teacher=True).train()
+    with torch.no_grad():
+        exact.encode(x)
+    assert float(exact.last_distill.max()) < 1e-8     # full rank: lean == full
+    taught.eval()
+    with torch.no_grad():
+        taught.encode(x)
+    assert taught.last_distill is None                # deployed: the lean branch alone
+
+
 def test_training_steps_run_and_sparse_mask_holds(base):
     import copy
     from asr.branching.model import BranchingRNNT
@@ -177,14 +244,18 @@ def test_training_steps_run_and_sparse_mask_holds(base):
     ex = [Example(rng.normal(0, 1, (10, 240)).astype(np.float16),
                   np.asarray(asr_text.encode(t), np.int64), t) for t in ("call ann", "stop", "ring bo")]
     m = BranchingRNNT(copy.deepcopy(base), lean="sparse", sparsity=0.5)
-    hist = train_branching(m, ex, BranchTrainConfig(steps=3, batch_size=3, penalty="backlog", lam=1.0),
+    hist = train_branching(m, ex, BranchTrainConfig(steps=3, batch_size=3, penalty="backlog", lam=1.0,
+                                                    distill=1.0),
                            cost_full=1.5, cost_lean=0.5)
     assert len(hist) == 3 and all(np.isfinite(h["rnnt"]) for h in hist)
+    assert all(h["distill"] > 0 for h in hist)
     assert hist[-1]["tau"] == pytest.approx(0.1)
     for layer in m.layers:
         assert torch.all(layer.l_ih[layer.m_ih == 0] == 0)
     # Gradient reached the arbitrator through the straight-through routing and the penalty.
     assert m.arbitrator.out.weight.grad is not None and m.arbitrator.out.weight.grad.abs().sum() > 0
+    # ... and to the weights that read the encoder state (columns after the 240 input features).
+    assert m.arbitrator.inp.weight.grad[:, 240:].abs().sum() > 0
 
 
 # --- costs ----------------------------------------------------------------------------------
@@ -202,6 +273,10 @@ def test_chip_and_host_costs(base):
     chip = ChipFrames(mats, azhw.load("default"))
     cyc = steady_cycles(chip)
     assert 0 < cyc["lean"] < cyc["full"]
+    # The arbitrator's first matrix reads the input frame and the encoder's top-layer state.
+    arb = dict(mats["arbitrator"])
+    assert arb["inp"].shape == (32, 240 + TINY["encoder_dim"])
+    assert fl["arbitrator"] == 2 * sum(w.numel() for w in arb.values())
     # The Session's timeline: idle chip, cheap frames -> latency = the last frame's own work.
     r = chip.run_utterance([True, False, True])
     assert r["latency_s"] * chip.clock_hz == pytest.approx(r["cycles"][-1])

@@ -4,6 +4,8 @@ One azsim program holds every matrix a frame may use, in groups:
   "arbitrator" (routed models only), "full", "lean", "shared" (enc_proj).
 A frame on the chip = the arbitrator call (if any), then the chosen branch's group, then the
 shared group, each starting when the chip is free; the first call waits for the frame's arrival.
+The arbitrator's first matrix reads the input frame and the encoder's top-layer state of the frame
+before, which the chip has by then (frames run in order), so its group is the same every frame.
 So the chip runs only the chosen branch's weights, and the Session's clock gives the per-frame
 timeline (queueing included). Weights are the model's own float weights quantized to int8 per
 output row (zeros stay zeros, so a pruned branch's zero-skipping is real). Only the matrix

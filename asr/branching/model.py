@@ -7,11 +7,19 @@ device a frame runs only its branch's weights. The full branch starts as the shi
 the lean branch is a compressed copy of it:
   * "lowrank": each W (4H x K) replaced by A (4H x r) @ B (r x K), initialized by truncated SVD;
   * "sparse":  each W masked to the given sparsity by magnitude (fixed mask, kept while training).
-The arbitrator is small and causal: Linear(240, A) -> tanh -> GRU(A) -> Linear(A, 2) on the
-normalized input frames (its GRU state is the running summary of the utterance it decides from).
+The arbitrator is small and causal: at frame t it reads the normalized input frame x_t and the
+encoder state, the top layer's output h_{t-1} of the frame before (what the encoder has made of
+the utterance so far), through Linear(240 + H, A) -> tanh -> GRUCell(A) -> Linear(A, 2). Because
+route t needs h_{t-1}, a routed encoder runs time-outer (all layers of frame t, then frame t+1),
+which is also the order a device runs it in.
 Routing is Gumbel-softmax straight-through while training (asr.branching.gumbel) and argmax at
 inference. `force="full"` / `force="lean"` turn the model into a single-encoder baseline
 (the shipped full encoder, or the sparse / low-rank single encoder).
+
+Distillation: whenever both branches are computed for a frame (every routed training frame, and
+a forced lean model with `teacher=True`), `last_distill` holds, per frame, the mean squared
+difference between the lean branch's gate pre-activations and the full branch's (detached) on the
+same state: the lean branch is taught to do what the full one would have done at that frame.
 """
 from __future__ import annotations
 
@@ -73,58 +81,68 @@ class _Layer(nn.Module):
     def full_matrices(self) -> dict:
         return {"w_ih": self.w_ih, "w_hh": self.w_hh}
 
-    def _lean_in(self, x):
+    def full_in(self, x):
+        return x @ self.w_ih.T + self.bias
+
+    def lean_in(self, x):
         if self.lean_kind == "lowrank":
             return (x @ self.b_ih.T) @ self.a_ih.T + self.lean_bias
         return x @ (self.l_ih * self.m_ih).T + self.lean_bias
 
-    def _lean_rec(self, h):
+    def full_rec(self, h):
+        return h @ self.w_hh.T
+
+    def lean_rec(self, h):
         if self.lean_kind == "lowrank":
             return (h @ self.b_hh.T) @ self.a_hh.T
         return h @ (self.l_hh * self.m_hh).T
 
-    def forward(self, x: torch.Tensor, route: torch.Tensor | None, force: str | None):
-        """x (B, T, K); route (B, T, 2) one-hot (straight-through) or None with force set."""
+    @staticmethod
+    def cell(g, c):
+        i, f, gg, o = g.chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
+    def forward(self, x: torch.Tensor, force: str):
+        """A single-branch layer over a whole sequence: x (B, T, K) -> (B, T, H). Without
+        routing no frame depends on the layer above, so layer-outer order gives the same result
+        as the routed time-outer loop, faster."""
         n_b, n_t, _ = x.shape
-        use_full = force in (None, "full")
-        use_lean = force in (None, "lean")
-        xf = x @ self.w_ih.T + self.bias if use_full else None
-        xl = self._lean_in(x) if use_lean else None
+        gx = self.full_in(x) if force == "full" else self.lean_in(x)
+        rec = self.full_rec if force == "full" else self.lean_rec
         h = x.new_zeros(n_b, self.hidden)
         c = x.new_zeros(n_b, self.hidden)
         outs = []
         for t in range(n_t):
-            if force == "full":
-                g = xf[:, t] + h @ self.w_hh.T
-            elif force == "lean":
-                g = xl[:, t] + self._lean_rec(h)
-            else:
-                r = route[:, t]
-                g = r[:, FULL:FULL + 1] * (xf[:, t] + h @ self.w_hh.T) + \
-                    r[:, LEAN:LEAN + 1] * (xl[:, t] + self._lean_rec(h))
-            i, f, gg, o = g.chunk(4, dim=1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
-            h = torch.sigmoid(o) * torch.tanh(c)
+            h, c = self.cell(gx[:, t] + rec(h), c)
             outs.append(h)
         return torch.stack(outs, dim=1)
 
 
 class Arbitrator(nn.Module):
-    def __init__(self, input_dim: int, hidden: int = 32, full_bias: float = 0.0):
+    """Routing logits for frame t from (x_t, h_{t-1} of the encoder's top layer) and its own
+    GRU state. full_bias > 0 starts it preferring the full branch (logit order: FULL, LEAN)."""
+
+    def __init__(self, input_dim: int, state_dim: int, hidden: int = 32, full_bias: float = 0.0):
         super().__init__()
-        self.inp = nn.Linear(input_dim, hidden)
-        self.gru = nn.GRU(hidden, hidden, batch_first=True)
+        self.hidden = hidden
+        self.inp = nn.Linear(input_dim + state_dim, hidden)
+        self.gru = nn.GRUCell(hidden, hidden)
         self.out = nn.Linear(hidden, 2)
         with torch.no_grad():
             self.out.bias.copy_(torch.tensor([full_bias, 0.0]))
 
-    def forward(self, xn: torch.Tensor) -> torch.Tensor:
-        h, _ = self.gru(torch.tanh(self.inp(xn)))
-        return self.out(h)
+    def init_state(self, n_b: int) -> torch.Tensor:
+        return torch.zeros(n_b, self.hidden)
+
+    def step(self, x_t: torch.Tensor, enc_h: torch.Tensor, state: torch.Tensor):
+        """x_t (B, input_dim), enc_h (B, H) -> (logits (B, 2), new state (B, A))."""
+        state = self.gru(torch.tanh(self.inp(torch.cat([x_t, enc_h], dim=-1))), state)
+        return self.out(state), state
 
     def matrices(self) -> dict:
-        return {"inp": self.inp.weight, "gru_ih": self.gru.weight_ih_l0,
-                "gru_hh": self.gru.weight_hh_l0, "out": self.out.weight}
+        return {"inp": self.inp.weight, "gru_ih": self.gru.weight_ih,
+                "gru_hh": self.gru.weight_hh, "out": self.out.weight}
 
 
 class BranchingRNNT(nn.Module):
@@ -132,13 +150,19 @@ class BranchingRNNT(nn.Module):
     asr.train.loop.greedy_batch/evaluate use (encode, embed, pred_lstm, pred_proj, joint, cfg)."""
 
     def __init__(self, base: RNNT, lean: str = "lowrank", rank: int = 64, sparsity: float = 0.5,
-                 arbitrator_dim: int = 32, force: str | None = None, full_bias: float = 0.0):
+                 arbitrator_dim: int = 32, force: str | None = None, full_bias: float = 0.0,
+                 teacher: bool = False):
         super().__init__()
         if base.cfg.bidirectional:
             raise ValueError("a branching encoder needs a causal (unidirectional) base model")
         self.base = base
         self.cfg = base.cfg
+        if force not in (None, "full", "lean"):
+            raise ValueError(f"force = {force!r} (allowed: None, 'full', 'lean')")
         self.force = force
+        # A forced lean model with a teacher also computes the full branch's gates (training
+        # only) for the distillation term; a deployed one runs the lean branch alone.
+        self.teacher = teacher and force == "lean"
         self.lean_kind, self.rank, self.sparsity = lean, rank, sparsity
         enc = base.encoder
         self.layers = nn.ModuleList(
@@ -146,11 +170,12 @@ class BranchingRNNT(nn.Module):
                    (getattr(enc, f"bias_ih_l{k}") + getattr(enc, f"bias_hh_l{k}")).detach(),
                    lean, rank, sparsity)
             for k in range(base.cfg.encoder_layers))
-        self.arbitrator = Arbitrator(base.cfg.input_dim, arbitrator_dim, full_bias)
+        self.arbitrator = Arbitrator(base.cfg.input_dim, base.cfg.encoder_dim, arbitrator_dim, full_bias)
         self.tau = 1.0
         self.generator: torch.Generator | None = None
         self.last_route: torch.Tensor | None = None     # (B, T) 1 where the full branch ran
         self.last_soft_route: torch.Tensor | None = None  # (B, T, 2) straight-through routing
+        self.last_distill: torch.Tensor | None = None     # (B, T) lean-vs-full gate MSE (training)
 
     # the parts greedy decoding uses
     @property
@@ -171,27 +196,72 @@ class BranchingRNNT(nn.Module):
     def predict(self, tokens):
         return self.base.predict(tokens)
 
-    def route(self, xn: torch.Tensor) -> torch.Tensor | None:
-        if self.force is not None:
-            return None
-        logits = self.arbitrator(xn)
+    def _choose(self, logits: torch.Tensor) -> torch.Tensor:
         if self.training:
             return gumbel_softmax_st(logits, self.tau, self.generator)
-        return nn.functional.one_hot(logits.argmax(-1), 2).to(xn.dtype)
+        return nn.functional.one_hot(logits.argmax(-1), 2).to(logits.dtype)
 
     def encode(self, x: torch.Tensor, lens: torch.Tensor | None = None):
         xn = self.base.normalize(x)
-        r = self.route(xn)
-        h = xn
-        for layer in self.layers:
-            h = layer(h, r, self.force)
         n_b, n_t = x.shape[:2]
-        if r is None:
+        self.last_distill = None
+        if self.force is not None and not (self.teacher and self.training):
+            h = xn
+            for layer in self.layers:
+                h = layer(h, self.force)
             full = torch.full((n_b, n_t), 1.0 if self.force == "full" else 0.0)
-            r = torch.stack([full, 1.0 - full], dim=-1)
+            self.last_soft_route = torch.stack([full, 1.0 - full], dim=-1)
+            self.last_route = full
+            return self.base.enc_proj(h), None
+        return self._encode_routed(xn)
+
+    def _encode_routed(self, xn: torch.Tensor):
+        """Time-outer loop: route t from (x_t, top-layer h_{t-1}), then every layer of frame t
+        with the routed mix of the two branches (a one-hot mix: exactly the chosen branch)."""
+        n_b, n_t = xn.shape[:2]
+        distill = self.training
+        lean_only = None
+        if self.force == "lean":
+            lean_only = torch.stack([torch.zeros(n_b), torch.ones(n_b)], dim=-1)
+        first = self.layers[0]
+        # Layer 0's inputs do not depend on routing: project all frames at once.
+        gx_full, gx_lean = first.full_in(xn), first.lean_in(xn)
+        hs = [xn.new_zeros(n_b, layer.hidden) for layer in self.layers]
+        cs = [xn.new_zeros(n_b, layer.hidden) for layer in self.layers]
+        arb_state = self.arbitrator.init_state(n_b)
+        outs, routes, dists = [], [], []
+        for t in range(n_t):
+            if lean_only is None:
+                # The encoder state is read, not trained through the routing: the penalty's
+                # gradient should change which branch runs, not what the encoder represents.
+                logits, arb_state = self.arbitrator.step(xn[:, t], hs[-1].detach(), arb_state)
+                r = self._choose(logits)
+            else:
+                r = lean_only
+            r_full, r_lean = r[:, FULL:FULL + 1], r[:, LEAN:LEAN + 1]
+            inp = None
+            d_t = 0.0
+            for k, layer in enumerate(self.layers):
+                if k == 0:
+                    gf, gl = gx_full[:, t], gx_lean[:, t]
+                else:
+                    gf, gl = layer.full_in(inp), layer.lean_in(inp)
+                gf = gf + layer.full_rec(hs[k])
+                gl = gl + layer.lean_rec(hs[k])
+                if distill:
+                    d_t = d_t + (gl - gf.detach()).pow(2).mean(dim=1)
+                hs[k], cs[k] = layer.cell(r_full * gf + r_lean * gl, cs[k])
+                inp = hs[k]
+            outs.append(inp)
+            routes.append(r)
+            if distill:
+                dists.append(d_t / len(self.layers))
+        r = torch.stack(routes, dim=1)
         self.last_soft_route = r
         self.last_route = r[..., FULL].detach()
-        return self.base.enc_proj(h), None
+        if distill:
+            self.last_distill = torch.stack(dists, dim=1)
+        return self.base.enc_proj(torch.stack(outs, dim=1)), None
 
     def forward(self, x, x_lens, tokens):
         enc, _ = self.encode(x, x_lens)

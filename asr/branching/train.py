@@ -5,6 +5,10 @@ period), so the penalty is unitless: c_t / C = r_t[full] * c_full / C + r_t[lean
 with r_t the straight-through routing (hard forward, soft gradient). The Gumbel temperature is
 annealed from tau_start to tau_end over the run. penalty = "none" trains a single-encoder
 baseline (force = "full" or "lean") with the RNN-T loss alone.
+
+distill > 0 adds distill x the lean branch's gate MSE against the full branch on the same
+state (BranchingRNNT.last_distill, valid frames only). It is a per-frame teacher signal that the
+RNN-T loss alone gives the lean branch only on the frames routed to it, and only weakly.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ class BranchTrainConfig:
     lam: float = 1.0
     tau_start: float = 2.0
     tau_end: float = 0.1
+    distill: float = 0.0
     seed: int = 0
     grad_clip: float = 5.0
 
@@ -72,20 +77,24 @@ def train_branching(model, examples, cfg: BranchTrainConfig, cost_full: float, c
             fn = backlog_penalty if cfg.penalty == "backlog" else average_cost_penalty
             pen = fn(costs, x_lens, 1.0)
             loss = loss + cfg.lam * pen
+        l_dist = torch.zeros(())
+        mask = (torch.arange(x.shape[1])[None] < x_lens[:, None]).float()
+        if cfg.distill > 0 and model.last_distill is not None:
+            l_dist = (model.last_distill * mask).sum() / mask.sum()
+            loss = loss + cfg.distill * l_dist
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         _reapply_masks(model)
-        mask = (torch.arange(x.shape[1])[None] < x_lens[:, None]).float()
         full_share = float((model.last_route * mask).sum() / mask.sum())
         rec = {"step": step + 1, "rnnt": float(l_rnnt.detach()), "penalty": float(pen.detach()), "tau": model.tau,
-               "full_share": full_share}
+               "distill": float(l_dist.detach()), "full_share": full_share}
         hist.append(rec)
         if log is not None and ((step + 1) % 10 == 0 or step == 0):
             log(f"  step {step + 1} rnnt {rec['rnnt']:.3f} pen {rec['penalty']:.3f} "
-                f"tau {rec['tau']:.2f} full {100 * full_share:.0f}%")
+                f"dist {rec['distill']:.3f} tau {rec['tau']:.2f} full {100 * full_share:.0f}%")
     model.eval()
     return hist
 

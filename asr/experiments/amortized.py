@@ -6,7 +6,8 @@ Models (all start from the shipped model; its prediction and joint networks are 
                       fine-tuned with the mask fixed
   lowrank             single encoder, every encoder LSTM matrix replaced by a rank-r product
                       (SVD init, r chosen for LEAN_RATIO of the dense MACs), fine-tuned
-  branch-<lean>-<pen> the full encoder + that lean encoder + an arbitrator, trained together
+  branch-<lean>-<pen> the full encoder + that lean encoder + an arbitrator (reading each input
+                      frame and the encoder's top-layer state of the frame before), trained together
                       with the Gumbel straight-through routing and the backlog ("backlog") or
                       average-cost ("average") penalty (asr.branching)
 Every trained model gets the same steps, batch and learning rate on the same training data.
