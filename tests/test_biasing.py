@@ -300,8 +300,29 @@ def test_load_names_file(tmp_path):
         load_names(tmp_path / "missing.txt")
 
 
-# ------------------------------------------------------------------ neural biasing
-def _tiny_neural(tmp_path, randomize_out: bool):
+# ------------------------------------------------------------------ neural biasing (TCPGen)
+def test_pointer_prefix_tree_nodes_and_valid_tokens():
+    from asr.decode.neural_bias import DEAD, SPACE, PrefixTree
+    tree = PrefixTree(["ann lee", "anna", "bo"])
+    nodes = tree.nodes_of(_toks("call anna lee bo"))
+    # "call" is no name (dead until the space), "anna" walks the tree, the space after it goes
+    # back to the root, "lee" alone is no name, "bo" is one
+    assert nodes[1:5] == [DEAD] * 4 and nodes[5] == 0
+    anna = nodes[9]
+    assert tree.complete[anna] and tree.mask(anna)[SPACE] and tree.mask(anna).sum() == 1
+    assert nodes[10] == 0 and nodes[11] == DEAD and nodes[14] == 0 and tree.complete[nodes[-1]]
+    ann = tree.nodes_of(_toks("ann"))[-1]
+    # after "ann": "a" (anna) or the space inside "ann lee"; "ann" itself is no name
+    assert set(np.flatnonzero(tree.mask(ann))) == {asr_text.encode("a")[0], SPACE}
+    assert tree.step(tree.step(ann, SPACE), asr_text.encode("l")[0]) not in (0, DEAD)
+    assert tree.step(ann, BLANK) == ann                         # blank emits nothing
+    assert set(np.flatnonzero(tree.mask(0))) == set(asr_text.encode("ab"))
+    assert not tree.mask(DEAD).any()
+    assert tree.nbytes() == 3 * tree.n_edges + 3 * len(tree.children)
+    assert tree.gate_depth(anna) == 4 and tree.gate_depth(0) == 0 and tree.gate_depth(DEAD) == 0
+
+
+def _tiny_neural(tmp_path, gate_bias: float):
     torch = pytest.importorskip("torch")
     from asr.decode import neural_bias as NB
     from asr.model.rnnt import RNNT, ModelConfig
@@ -309,60 +330,85 @@ def _tiny_neural(tmp_path, randomize_out: bool):
     torch.manual_seed(0)
     base = RNNT(cfg)
     mod = NB._torch_module(cfg.vocab_size, cfg.joint_dim)
-    if randomize_out:
-        with torch.no_grad():
-            for attn in (mod.enc_attn, mod.pred_attn):
-                attn.wo.weight.normal_(0, 0.5)
-                attn.wo.bias.normal_(0, 0.1)
-            mod.no_bias.normal_()
+    with torch.no_grad():
+        for p in mod.parameters():
+            p.normal_(0, 0.5)
+        mod.gate_h.bias.fill_(gate_bias)
     path = NB.save(tmp_path / "nb.npz", base, mod, cfg.to_dict(), {"steps": 0, "minutes": 0.0})
     return NB, NB.NeuralBias(path), base, mod
 
 
-def test_neural_bias_starts_as_the_base_model(tmp_path):
-    NB, nb, _, _ = _tiny_neural(tmp_path, randomize_out=False)
-    m = nb.bind(["ann lee", "fridge"])
-    x = np.random.default_rng(0).standard_normal((15, 240)).astype(np.float32)
-    e0, _ = nb.base.encode(x, nb.base.encoder_init())
-    e1, _ = m.encode(x, m.encoder_init())
-    assert np.array_equal(e0, e1)     # W_o = 0 at the start of fine-tuning
-    p0, _ = nb.base.predict(3, nb.base.predictor_init())
-    p1, _ = m.predict(3, m.predictor_init())
-    assert np.array_equal(p0, p1)
+def _joint_grid(m, x, text):
+    """The bound model's joint log-probs over (frames, label prefixes) of `text`."""
+    enc, _ = m.encode(x, m.encoder_init())
+    st = m.predictor_init()
+    pred, st = m.predict(m.blank, st)
+    preds = [pred]
+    for t in _toks(text):
+        pred, st = m.predict(t, st)
+        preds.append(pred)
+    return m.joint(enc[:, None, :], np.stack(preds)[None])
 
 
 def test_neural_bias_numpy_matches_torch(tmp_path):
     import torch
-    NB, nb, base, mod = _tiny_neural(tmp_path, randomize_out=True)
+    NB, nb, base, mod = _tiny_neural(tmp_path, gate_bias=0.5)
     names = ["ann lee", "fridge", "o'neil"]
     m = nb.bind(names)
     x = np.random.default_rng(1).standard_normal((15, 240)).astype(np.float32)
-    enc_np, _ = m.encode(x, m.encoder_init())
-    toks, lens = NB._name_tokens(names)
+    text = "call ann lee now"
+    lp = _joint_grid(m, x, text)
+    y = np.array([_toks(text)])
+    valid, depth = (torch.from_numpy(a) for a in NB.valid_masks(NB.PrefixTree(names), y, np.array([y.shape[1]])))
     with torch.no_grad():
-        mem = mod.memory(torch.from_numpy(toks), torch.from_numpy(lens))
-        enc_t, _ = base.encode(torch.from_numpy(x)[None])
-        ref = (enc_t + mod.enc_attn(enc_t, mem))[0].numpy()
-        assert np.abs(mem.numpy() - nb.memory(names)).max() < 1e-5
-    assert np.abs(enc_np - ref).max() < 1e-4
-    assert np.abs(enc_np - nb.base.encode(x, nb.base.encoder_init())[0]).max() > 1e-3   # it does act
-    hyps = beam_search(m, enc_np, beam=2)
+        enc, _ = base.encode(torch.from_numpy(x)[None])
+        pred = base.predict(torch.from_numpy(y))
+        e4, p4 = enc[:, :, None], pred[:, None]
+        ref = mod.log_probs(e4, p4, base.joint(e4, p4), valid[:, None], depth[:, None])[0].numpy()
+        plain = torch.log_softmax(base.joint(e4, p4), -1)[0].numpy()
+    assert np.abs(lp - ref).max() < 1e-4
+    assert np.abs(np.exp(lp).sum(-1) - 1).max() < 1e-5
+    nodes = NB.PrefixTree(names).nodes_of(y[0])
+    for u, node in enumerate(nodes):
+        if node == NB.DEAD:          # no name in progress: the RNN-T's own distribution
+            assert np.abs(lp[:, u] - plain[:, u]).max() < 1e-5
+        else:                        # mass moves only toward tokens that continue a name
+            ok = NB.PrefixTree(names).mask(node).copy()
+            ok[BLANK] = True
+            assert np.all(lp[:, u, ~ok] <= plain[:, u, ~ok] + 1e-5)
+            assert np.abs(lp[:, u] - plain[:, u]).max() > 1e-3
+    hyps = beam_search(m, m.encode(x, m.encoder_init())[0], beam=2)
     assert hyps and all(isinstance(h.text, str) for h in hyps)
     with pytest.raises(ConfigError, match="neural bias list"):
         nb.bind([])
 
 
+def test_neural_bias_closed_gate_is_the_base_model(tmp_path):
+    NB, nb, _, _ = _tiny_neural(tmp_path, gate_bias=-1e4)
+    x = np.random.default_rng(2).standard_normal((12, 240)).astype(np.float32)
+    lp = _joint_grid(nb.bind(["ann lee"]), x, "ann lee")
+    enc, _ = nb.base.encode(x, nb.base.encoder_init())
+    st = nb.base.predictor_init()
+    pred, st = nb.base.predict(BLANK, st)
+    preds = [pred]
+    for t in _toks("ann lee"):
+        pred, st = nb.base.predict(t, st)
+        preds.append(pred)
+    plain = nb.base.joint(enc[:, None, :], np.stack(preds)[None])
+    assert np.abs(lp - plain).max() < 1e-5
+
+
 def test_neural_bias_chip_cost(tmp_path):
-    NB, nb, _, _ = _tiny_neural(tmp_path, randomize_out=True)
+    NB, nb, _, _ = _tiny_neural(tmp_path, gate_bias=0.0)
     cost = NB.chip_cost(nb, n_names=10, name_chars=8)
     rows = {r["part"]: r for r in cost["rows"]}
-    frame = rows["per frame (encoder query)"]
-    dh, n1, J = NB.MEM_DIM // NB.HEADS, 11, 12
-    assert frame["macs"] == NB.HEADS * (J * dh + dh * n1 + n1 * dh + dh * J)
-    assert frame["cycles"] > 0 and frame["weight_bytes"] > 0
-    total = rows["per request (10 names x 8 chars)"]
-    assert total["macs"] == (rows["name encoder, per character"]["macs"] * 80
-                             + rows["name K/V projections, per name"]["macs"] * 10)
+    J, D, V = 12, NB.ATTN_DIM, VOCAB_SIZE
+    assert rows["per frame (encoder query)"]["macs"] == D * J
+    assert rows["per token (predictor query)"]["macs"] == D * J
+    step = rows["per joint step (pointer + gate)"]
+    assert step["macs"] == V * D + D * V + J + D
+    assert all(r["cycles"] > 0 and r["weight_bytes"] > 0 for r in cost["rows"])
+    assert cost["memory_bytes_per_request"] > 3 * 10 * 8       # >= 80 edges and nodes
 
 
 def test_neural_bias_bad_files(tmp_path):
@@ -374,6 +420,19 @@ def test_neural_bias_bad_files(tmp_path):
     np.savez(p, a=np.zeros(2))
     with pytest.raises(ModelError):
         NB.NeuralBias(p)
+    _, nb, _, _ = _tiny_neural(tmp_path, gate_bias=0.0)
+    with np.load(nb.path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["nb_format"] = np.array("azsim-neural-bias-v1")      # the older design's files
+    old = tmp_path / "old.npz"
+    np.savez(old, **arrays)
+    with pytest.raises(ModelError, match="nb_format"):
+        NB.NeuralBias(old)
+    del arrays["nb.keys.weight"]
+    arrays["nb_format"] = np.array(NB.FORMAT)
+    np.savez(old, **arrays)
+    with pytest.raises(ModelError, match="keys.weight"):
+        NB.NeuralBias(old)
 
 
 def test_end_bonus_only_for_completed_names():

@@ -120,6 +120,17 @@ def test_name_recall():
     assert B.name_recall(rows[2:], ["stop"]) is None
 
 
+def test_pick_weight_respects_the_no_names_bound():
+    base = {"tune_names": 0.40, "tune_no_names": 0.10}
+    rows = [{"weight": 0.5, "end_bonus": 0.0, "tune_names": 0.33, "tune_no_names": 0.100},
+            {"weight": 1.0, "end_bonus": 4.0, "tune_names": 0.28, "tune_no_names": 0.102},
+            {"weight": 2.0, "end_bonus": 4.0, "tune_names": 0.20, "tune_no_names": 0.130}]
+    # the strongest boost breaks the no-names bound; of the others the lower names WER wins
+    assert B.pick_weight(rows, base)["weight"] == 1.0
+    worse = [dict(r, tune_no_names=r["tune_no_names"] + 0.01) for r in rows]
+    assert B.pick_weight(worse, base)["weight"] == 2.0      # none within: lowest summed WER
+
+
 def test_table_format():
     t = C.format_table([{"a": "x", "b": 0.5}, {"a": "yy", "b": None}], [("a", "A", "s"), ("b", "B", ".1%")], "T")
     assert t.splitlines()[0] == "T" and "50.0%" in t and t.splitlines()[-1].rstrip().endswith("-")
