@@ -244,11 +244,17 @@ def test_training_steps_run_and_sparse_mask_holds(base):
     ex = [Example(rng.normal(0, 1, (10, 240)).astype(np.float16),
                   np.asarray(asr_text.encode(t), np.int64), t) for t in ("call ann", "stop", "ring bo")]
     m = BranchingRNNT(copy.deepcopy(base), lean="sparse", sparsity=0.5)
+    full_before = m.layers[0].w_ih.detach().clone()
+    lean_before = m.layers[0].l_ih.detach().clone()
     hist = train_branching(m, ex, BranchTrainConfig(steps=3, batch_size=3, penalty="backlog", lam=1.0,
                                                     distill=1.0),
                            cost_full=1.5, cost_lean=0.5)
     assert len(hist) == 3 and all(np.isfinite(h["rnnt"]) for h in hist)
     assert all(h["distill"] > 0 for h in hist)
+    # Default lr 0: the shipped parts stay as shipped (and trainable again afterwards); the
+    # lean branch moved.
+    assert torch.equal(m.layers[0].w_ih, full_before) and m.layers[0].w_ih.requires_grad
+    assert not torch.equal(m.layers[0].l_ih, lean_before)
     assert hist[-1]["tau"] == pytest.approx(0.1)
     for layer in m.layers:
         assert torch.all(layer.l_ih[layer.m_ih == 0] == 0)
@@ -307,3 +313,8 @@ def test_experiment_cli_rejects_bad_options(capsys):
     assert "--load" in capsys.readouterr().err
     assert main(["experiment", "amortized", "--quick", "--steps", "0"]) == 2
     assert "--steps" in capsys.readouterr().err
+    for opt, bad in (("--sparsity", "0.99"), ("--lean-ratio", "0"), ("--distill", "-1"), ("--lean-lr", "0")):
+        assert main(["experiment", "amortized", "--quick", opt, bad]) == 2
+        assert opt in capsys.readouterr().err
+    assert main(["experiment", "amortized", "--quick", "--medium"]) == 2
+    assert "--medium" in capsys.readouterr().err
