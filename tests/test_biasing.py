@@ -334,8 +334,11 @@ def _tiny_neural(tmp_path, gate_bias: float):
         for p in mod.parameters():
             p.normal_(0, 0.5)
         mod.gate_h.bias.fill_(gate_bias)
-    path = NB.save(tmp_path / "nb.npz", base, mod, cfg.to_dict(), {"steps": 0, "minutes": 0.0})
-    return NB, NB.NeuralBias(path), base, mod
+    from asr.model.export import export_npz
+    base_path = export_npz(base, tmp_path / "base.npz")
+    path = NB.save(tmp_path / "nb.npz", mod, {"steps": 0, "minutes": 0.0,
+                                              "base_sha256": NB.file_sha256(base_path)})
+    return NB, NB.NeuralBias(path, base_path), base, mod
 
 
 def _joint_grid(m, x, text):
@@ -414,25 +417,34 @@ def test_neural_bias_chip_cost(tmp_path):
 def test_neural_bias_bad_files(tmp_path):
     from asr.decode import neural_bias as NB
     from azsim.errors import ModelError
+    _, nb, _, _ = _tiny_neural(tmp_path, gate_bias=0.0)
+    base = tmp_path / "base.npz"
     with pytest.raises(FileNotFoundError, match="not found"):
-        NB.NeuralBias(tmp_path / "none.npz")
+        NB.NeuralBias(tmp_path / "none.npz", base)
     p = tmp_path / "x.npz"
     np.savez(p, a=np.zeros(2))
-    with pytest.raises(ModelError):
-        NB.NeuralBias(p)
-    _, nb, _, _ = _tiny_neural(tmp_path, gate_bias=0.0)
+    with pytest.raises(ModelError, match="nb_format"):
+        NB.NeuralBias(p, base)
+    p.write_bytes(nb.path.read_bytes()[:300])                     # truncated
+    with pytest.raises(ModelError, match="x.npz"):
+        NB.NeuralBias(p, base)
     with np.load(nb.path) as z:
         arrays = {k: z[k] for k in z.files}
     arrays["nb_format"] = np.array("azsim-neural-bias-v1")      # the older design's files
     old = tmp_path / "old.npz"
     np.savez(old, **arrays)
     with pytest.raises(ModelError, match="nb_format"):
-        NB.NeuralBias(old)
-    del arrays["nb.keys.weight"]
+        NB.NeuralBias(old, base)
     arrays["nb_format"] = np.array(NB.FORMAT)
+    other = tmp_path / "other.npz"
+    other.write_bytes(base.read_bytes() + b"\0")                  # another base model's bytes
+    np.savez(old, **arrays)
+    with pytest.raises(ModelError, match="another base model"):
+        NB.NeuralBias(old, other)
+    del arrays["nb.keys.weight"]
     np.savez(old, **arrays)
     with pytest.raises(ModelError, match="keys.weight"):
-        NB.NeuralBias(old)
+        NB.NeuralBias(old, base)
 
 
 def test_end_bonus_only_for_completed_names():

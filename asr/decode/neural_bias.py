@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -63,8 +64,8 @@ _NEG = -1e4                 # a finite "minus infinity": masked scores, gate off
 
 
 def default_path() -> Path:
-    from asr.data.corpus import default_cache_dir
-    return default_cache_dir() / "neural_bias" / "model.npz"
+    """The pointer trained on the shipped model, shipped beside it (the module only: ~100 KB)."""
+    return Path(__file__).resolve().parents[2] / "models" / "neural_bias" / "model.npz"
 
 
 # ------------------------------------------------------------------ the prefix tree
@@ -202,7 +203,7 @@ def valid_masks(tree: PrefixTree, y: np.ndarray, y_lens: np.ndarray) -> tuple[np
     return out, depth
 
 
-def finetune(model_path, corpus_dir, out_path=None, minutes: float = 8.0, seed: int = 0,
+def finetune(model_path, corpus_dir, out_path=None, minutes: float = 12.0, seed: int = 0,
              batch_size: int = 16, lr: float = 3e-3, threads: int = 1, n_novel: int = N_NOVEL,
              log=print) -> dict:
     """Train the pointer on the frozen model at `model_path` for `minutes` of wall clock."""
@@ -273,13 +274,21 @@ def finetune(model_path, corpus_dir, out_path=None, minutes: float = 8.0, seed: 
         if step % 25 == 0:
             log(f"neural-bias step {step} min {(time.time() - t0) / 60:.2f} loss {np.mean(run[-25:]):.3f}")
     out_path = Path(out_path) if out_path else default_path()
-    save(out_path, base, mod, cfg, {"steps": step, "minutes": (time.time() - t0) / 60, "seed": seed,
+    save(out_path, mod, {"steps": step, "minutes": (time.time() - t0) / 60, "seed": seed,
                                     "batch_size": batch_size, "lr": lr, "base_frozen": True,
                                     "train_list_size": TRAIN_LIST_SIZE, "p_keep": P_KEEP, "n_novel": n_novel,
                                     "final_loss": float(np.mean(run[-25:])) if run else None,
-                                    "base": str(model_path), "base_sha256": file_sha256(model_path)})
+                                    "base": _repo_relative(model_path), "base_sha256": file_sha256(model_path)})
     return {"path": str(out_path), "steps": step, "minutes": (time.time() - t0) / 60,
             "final_loss": float(np.mean(run[-25:])) if run else None}
+
+
+def _repo_relative(path: Path) -> str:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 def file_sha256(path) -> str:
@@ -287,23 +296,14 @@ def file_sha256(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def save(out_path, base, mod, cfg: dict, meta: dict) -> Path:
-    """The base model (the asr.model.export layout, so NumpyRNNT loads it) plus the module's
-    weights under ``nb.*``."""
-    from asr.model.export import FORMAT as BASE_FORMAT
-    from asr.model.export import weight_names
+def save(out_path, mod, meta: dict) -> Path:
+    """The module's weights under ``nb.*`` and its meta (which must name the base model's
+    sha256: the base stays frozen, so the file holds the module only)."""
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.detach().cpu().float().numpy() for k, v in base.state_dict().items()}
-    arrays = {n: np.ascontiguousarray(sd[n], np.float32) for n in weight_names(cfg)}
-    arrays["feat_mean"], arrays["feat_std"] = sd["feat_mean"], sd["feat_std"]
-    for k, v in mod.state_dict().items():
-        arrays[f"nb.{k}"] = v.detach().cpu().float().numpy()
+    arrays = {f"nb.{k}": v.detach().cpu().float().numpy() for k, v in mod.state_dict().items()}
     tmp = out_path.with_name(out_path.name + ".tmp.npz")
-    np.savez(tmp, format=np.array(BASE_FORMAT), nb_format=np.array(FORMAT),
-             config_json=np.array(json.dumps(cfg, sort_keys=True)),
-             vocab_json=np.array(json.dumps(list(asr_text.VOCAB))),
-             nb_meta=np.array(json.dumps(meta)), **arrays)
+    np.savez(tmp, nb_format=np.array(FORMAT), nb_meta=np.array(json.dumps(meta)), **arrays)
     tmp.replace(out_path)
     return out_path
 
@@ -314,25 +314,34 @@ _WEIGHTS = ("q_enc.weight", "q_enc.bias", "q_pred.weight", "keys.weight", "value
 
 
 class NeuralBias:
-    """The trained module's weights (numpy) and the base model it was trained on."""
+    """The trained module's weights (numpy) and the base model it was trained on (the float
+    export at `base_path`; rejected unless its sha256 is the one the module was trained on)."""
 
-    def __init__(self, path):
+    def __init__(self, path, base_path):
         from asr.model.numpy_rnnt import NumpyRNNT
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: neural-biasing model not found (train it with "
-                                    f"`python -m asr.decode.neural_bias --minutes 8`)")
-        self.base = NumpyRNNT.load(path)
-        with np.load(path, allow_pickle=False) as z:
-            fmt = str(z["nb_format"]) if "nb_format" in z.files else None
-            if fmt != FORMAT:
-                raise ModelError(f"{path}: nb_format = {fmt!r}; allowed: {FORMAT!r} (retrain it with "
-                                 f"`python -m asr.decode.neural_bias`)")
-            self.w = {k[3:]: z[k].astype(np.float32) for k in z.files if k.startswith("nb.")}
-            self.meta = json.loads(str(z["nb_meta"]))
+                                    f"`python -m asr.decode.neural_bias --minutes 12`)")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                fmt = str(z["nb_format"]) if "nb_format" in z.files else None
+                if fmt != FORMAT:
+                    raise ModelError(f"{path}: nb_format = {fmt!r}; allowed: {FORMAT!r} (retrain it "
+                                     f"with `python -m asr.decode.neural_bias`)")
+                self.w = {k[3:]: z[k].astype(np.float32) for k in z.files if k.startswith("nb.")}
+                self.meta = json.loads(str(z["nb_meta"])) if "nb_meta" in z.files else {}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+            raise ModelError(f"{path}: not a readable .npz ({err})") from None
         missing = [k for k in _WEIGHTS if k not in self.w]
         if missing:
             raise ModelError(f"{path}: missing neural-biasing weights {missing}")
+        if self.meta.get("base_sha256") != file_sha256(base_path):
+            # the pointer learned where this base errs: on another base its gate means nothing
+            raise ModelError(f"{path}: trained on another base model than {base_path} (base_sha256 "
+                             f"{str(self.meta.get('base_sha256'))[:12]}...); retrain it with "
+                             f"`python -m asr.decode.neural_bias --minutes 12`")
+        self.base = NumpyRNNT.load(base_path)
         self.path = path
 
     def bind(self, names) -> "NeuralBiasRNNT":
@@ -488,11 +497,7 @@ def evaluate_experiment(sets, fm, model_path, beam, seed, path=None, progress=Tr
     from tqdm import tqdm
     from asr.experiments.biasing import decode, name_recall
     from asr.metrics import error_rates
-    nb = NeuralBias(path or default_path())
-    if nb.meta.get("base_sha256") != file_sha256(model_path):
-        # trained on another model's outputs: its rows would compare two different recognizers
-        raise ModelError(f"{nb.path} was trained on another base model than {model_path}; "
-                         f"retrain it with `python -m asr.decode.neural_bias --minutes 8`")
+    nb = NeuralBias(path or default_path(), model_path)
 
     def run(rows, lists, desc, fuse=None):
         hyps, secs = [], 0.0
@@ -519,7 +524,7 @@ def evaluate_experiment(sets, fm, model_path, beam, seed, path=None, progress=Tr
         ctrl_lists.append(list(dict.fromkeys([n for n in r["list"] if n not in spoken] + others))[:len(r["list"])])
     ctrl, _ = run(rows, ctrl_lists, "neural bias control")
     out = [{"method": f"neural biasing, TCPGen ({nb.meta['steps']} steps, {nb.meta['minutes']:.1f} min)",
-            "weight": None, "wer_names": results["names"]["wer"],
+            "goal_name": "neural biasing", "weight": None, "wer_names": results["names"]["wer"],
             "wer_no_names": results["no_names"]["wer"],
             "name_recall": name_recall(sets["names"], results["names"]["hyps"]),
             "decode_ms_per_utt": (results["names"]["decode_ms_per_utt"]
@@ -532,6 +537,7 @@ def evaluate_experiment(sets, fm, model_path, beam, seed, path=None, progress=Tr
         fused = {name: run(sets[name], [r["list"] for r in sets[name]], f"neural + fusion {name}", fusion)
                  for name in ("names", "no_names")}
         out.append({"method": f"  with shallow fusion{fusion_label}", "weight": None,
+                    "goal_name": f"neural biasing with shallow fusion{fusion_label}",
                     "wer_names": error_rates([r["text"] for r in sets["names"]], fused["names"][0])["wer"],
                     "wer_no_names": error_rates([r["text"] for r in sets["no_names"]], fused["no_names"][0])["wer"],
                     "name_recall": name_recall(sets["names"], fused["names"][0]),
@@ -549,7 +555,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None, help="base float export (default: models/shipped/model.npz)")
     ap.add_argument("--corpus", default=None)
     ap.add_argument("--out", default=None, help=f"output .npz (default: {default_path()})")
-    ap.add_argument("--minutes", type=float, default=8.0)
+    ap.add_argument("--minutes", type=float, default=12.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)

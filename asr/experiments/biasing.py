@@ -39,8 +39,8 @@ from asr.experiments import common as C
 LIST_SIZE = 100
 LARGE_LIST_SIZE = 1000
 # (per-token weight, completion bonus) pairs tried on the dev-voice tuning sets
-WEIGHTS = ((0.25, 0.0), (0.5, 0.0), (1.0, 0.0), (2.0, 0.0), (0.25, 2.0), (0.5, 2.0), (0.5, 4.0), (1.0, 2.0),
-           (1.0, 4.0), (1.5, 4.0))
+WEIGHTS = ((0.25, 0.0), (0.5, 0.0), (0.75, 0.0), (1.0, 0.0), (1.25, 0.0), (2.0, 0.0), (0.25, 2.0),
+           (0.5, 2.0), (0.5, 4.0), (1.0, 1.0), (1.0, 2.0), (1.0, 4.0), (1.5, 4.0))
 NO_NAMES_SLACK = 0.002     # the goal's bound on the no-names WER increase, applied when tuning
 RARE_MAX_TRAIN_COUNT = 1
 RAREST_APPLIANCES = 10
@@ -442,8 +442,8 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
     goals = {"shallow fusion": goals_of(rows[1], rows[2]),
              "shallow fusion after carrier words": goals_of(rows[3], rows[4])}
     for r in rows[5:]:
-        if not r["method"].lstrip().startswith("control") and r.get("wer_names") is not None:
-            goals[r["method"].strip()] = goals_of(r)
+        if r.get("goal_name") and r.get("wer_names") is not None:
+            goals[r["goal_name"]] = goals_of(r)
     return {"experiment": "biasing", "quick": quick, "model": str(model_path), "corpus": str(corpus_dir),
             "beam": beam, "seed": seed, "n_test": sizes["n_test"], "n_tune": sizes["n_tune"],
             "list_size": LIST_SIZE, "large_list_size": LARGE_LIST_SIZE, "names": name_counts,
