@@ -260,3 +260,7 @@ def test_experiment_cli_rejects_bad_options(capsys):
     assert "--updates" in capsys.readouterr().err
     assert main(["experiment", "diffs", "--quick", "--budget", "2"]) == 2
     assert "--budget" in capsys.readouterr().err
+    assert main(["experiment", "diffs", "--quick", "--medium"]) == 2
+    assert "--medium" in capsys.readouterr().err
+    assert main(["experiment", "diffs", "--quick", "--prune-end", "0"]) == 2
+    assert "--prune-end" in capsys.readouterr().err
