@@ -390,14 +390,7 @@ def test_neural_bias_closed_gate_is_the_base_model(tmp_path):
     NB, nb, _, _ = _tiny_neural(tmp_path, gate_bias=-1e4)
     x = np.random.default_rng(2).standard_normal((12, 240)).astype(np.float32)
     lp = _joint_grid(nb.bind(["ann lee"]), x, "ann lee")
-    enc, _ = nb.base.encode(x, nb.base.encoder_init())
-    st = nb.base.predictor_init()
-    pred, st = nb.base.predict(BLANK, st)
-    preds = [pred]
-    for t in _toks("ann lee"):
-        pred, st = nb.base.predict(t, st)
-        preds.append(pred)
-    plain = nb.base.joint(enc[:, None, :], np.stack(preds)[None])
+    plain = _joint_grid(nb.base, x, "ann lee")
     assert np.abs(lp - plain).max() < 1e-5
 
 

@@ -174,22 +174,6 @@ def _torch_module(vocab_size: int, joint_dim: int):
     return TreePointer()
 
 
-def _base_torch(npz_path: Path):
-    import torch
-    from asr.model.rnnt import RNNT, ModelConfig
-    with np.load(npz_path, allow_pickle=False) as z:
-        cfg = json.loads(str(z["config_json"]))
-        arrays = {k: z[k] for k in z.files if k not in ("format", "config_json", "vocab_json")}
-    mc = ModelConfig.from_dict({k: v for k, v in cfg.items() if k in ModelConfig.__dataclass_fields__})
-    model = RNNT(mc)
-    state = model.state_dict()
-    for k, v in arrays.items():
-        if k in state:
-            state[k] = torch.from_numpy(np.asarray(v, np.float32))
-    model.load_state_dict(state)
-    return model, cfg
-
-
 def valid_masks(tree: PrefixTree, y: np.ndarray, y_lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(B, U+1, V) valid-token masks and (B, U+1) gate depths along each label sequence (the
     node after y_1..y_u)."""
@@ -209,19 +193,20 @@ def finetune(model_path, corpus_dir, out_path=None, minutes: float = 12.0, seed:
     """Train the pointer on the frozen model at `model_path` for `minutes` of wall clock."""
     import torch
     from asr.data import corpus as corpus_mod
-    from asr.experiments.biasing import NOVEL_APPLIANCES, build_train_set, distractor_pool
+    from asr.experiments.biasing import NOVEL_APPLIANCES, bias_list, build_train_set, distractor_pool
     from asr.model.loss import rnnt_loss
+    from asr.train.compress_train import load_float_model
     from asr.train.loop import Example, collate, to_examples
 
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     rng = np.random.default_rng([seed, 61])
     model_path = Path(model_path)
-    base, cfg = _base_torch(model_path)
+    base, _ = load_float_model(model_path)
     base.eval()
     for p in base.parameters():
         p.requires_grad_(False)
-    mod = _torch_module(int(cfg["vocab_size"]), int(cfg["joint_dim"]))
+    mod = _torch_module(base.cfg.vocab_size, base.cfg.joint_dim)
     utts = [u for u in corpus_mod.load_subset(corpus_dir, "train") if u.meta.get("source") == "espeak"]
     names_of = []
     for u in utts:
@@ -251,11 +236,7 @@ def finetune(model_path, corpus_dir, out_path=None, minutes: float = 12.0, seed:
         names = []
         for i in idx:
             names += [n for n in names_of[i] if rng.random() < P_KEEP]
-        names = list(dict.fromkeys(names))
-        while len(names) < TRAIN_LIST_SIZE:
-            n = pool[int(rng.integers(len(pool)))]
-            if n not in names:
-                names.append(n)
+        names = bias_list(names, TRAIN_LIST_SIZE, pool, rng)
         x, x_lens, y, y_lens = collate(examples, idx)
         valid, depth = (torch.from_numpy(a) for a in valid_masks(PrefixTree(names), y.numpy(), y_lens.numpy()))
         with torch.no_grad():
@@ -264,7 +245,7 @@ def finetune(model_path, corpus_dir, out_path=None, minutes: float = 12.0, seed:
             enc4, pred4 = enc[:, :, None, :], pred[:, None, :, :]
             logits = base.joint(enc4, pred4)
         lp = mod.log_probs(enc4, pred4, logits, valid[:, None], depth[:, None])
-        loss = rnnt_loss(lp, y, x_lens, y_lens, blank=int(cfg["blank"])).mean()
+        loss = rnnt_loss(lp, y, x_lens, y_lens, blank=base.cfg.blank).mean()
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(mod.parameters(), 5.0)
