@@ -198,7 +198,9 @@ def build_sets(corpus_dir, n_test: int, n_tune: int, seed: int, progress: bool) 
     contacts, appliances, counts = rare_names(corpus_dir)
     specs = {"names": ("names", n_test, "test"), "no_names": ("no_names", n_test, "test"),
              "tune_names": ("names", n_tune, "dev"), "tune_no_names": ("no_names", n_tune, "dev")}
-    return _synth_sets(corpus_dir, "sets", specs, contacts, appliances, seed, progress), counts
+    pools = _voice_pools(corpus_dir)
+    key = [_CACHE_VERSION, n_test, n_tune, seed, contacts, appliances, pools["test"], pools["dev"]]
+    return _synth_sets(corpus_dir, "sets", key, 0, specs, contacts, appliances, seed, progress), counts
 
 
 def novel_contacts(n: int, seed: int) -> list[str]:
@@ -222,27 +224,29 @@ def build_train_set(corpus_dir, n: int, seed: int, progress: bool) -> list[dict]
     """Name-bearing commands in the *training* voices naming novel_contacts and
     TRAIN_APPLIANCES (disjoint from every test name), for asr.decode.neural_bias."""
     specs = {"train_names": ("names", n, "train")}
-    return _synth_sets(corpus_dir, "train", specs, novel_contacts(2000, seed),
-                       list(TRAIN_APPLIANCES), seed, progress)["train_names"]
+    contacts, appliances = novel_contacts(2000, seed), list(TRAIN_APPLIANCES)
+    key = [_CACHE_VERSION, seed, contacts, appliances, _voice_pools(corpus_dir)["train"],
+           sorted(specs.items())]
+    return _synth_sets(corpus_dir, "train", key, 10, specs, contacts, appliances, seed,
+                       progress)["train_names"]
 
 
-def _synth_sets(corpus_dir, label: str, specs: dict, contacts, appliances, seed: int,
-                progress: bool) -> dict:
-    """Synthesize (or load from the corpus's biasing/ cache) sets named by `specs`:
-    name -> (kind, count, voice pool)."""
-    from tqdm import tqdm
+def _voice_pools(corpus_dir) -> dict:
     from asr.data import corpus as corpus_mod
+    cfg = json.loads((Path(corpus_dir) / "config.json").read_text())
+    return corpus_mod.voice_pools(corpus_mod.resolve_config(cfg))
+
+
+def _synth_sets(corpus_dir, label: str, key_parts: list, stream: int, specs: dict, contacts,
+                appliances, seed: int, progress: bool) -> dict:
+    """Synthesize (or load from the corpus's biasing/ cache, file ``<label>-<hash of
+    key_parts>.npz``) sets named by `specs`: name -> (kind, count, voice pool). Set k draws its
+    texts and voices from the random stream (seed, 41, stream + k)."""
+    from tqdm import tqdm
     from asr.data.synth import ENGLISH_BASES, Voice
     corpus_dir = Path(corpus_dir)
     cfg = json.loads((corpus_dir / "config.json").read_text())
-    pools = corpus_mod.voice_pools(corpus_mod.resolve_config(cfg))
-    used = sorted({s[2] for s in specs.values()})
-    key_parts = [_CACHE_VERSION, seed, contacts, appliances, [pools[p] for p in used]]
-    if label == "sets":      # the test sets' key as before this helper existed (keeps caches)
-        key_parts = [_CACHE_VERSION, specs["names"][1], specs["tune_names"][1], seed, contacts,
-                     appliances, pools["test"], pools["dev"]]
-    else:
-        key_parts.append(sorted(specs.items()))
+    pools = _voice_pools(corpus_dir)
     key = hashlib.sha256(json.dumps(key_parts).encode()).hexdigest()[:12]
     cache = corpus_dir / "biasing" / f"{label}-{key}.npz"
     if cache.exists():
@@ -258,9 +262,8 @@ def _synth_sets(corpus_dir, label: str, specs: dict, contacts, appliances, seed:
     total = sum(s[1] for s in specs.values())
     bar = tqdm(total=total, desc=f"synthesize biasing {label}", unit="utt", file=sys.stderr,
                disable=not progress, leave=False)
-    offset = 0 if label == "sets" else 10
     for k, (name, (kind, n, pool)) in enumerate(specs.items()):
-        rng = np.random.default_rng([seed, 41, k + offset])
+        rng = np.random.default_rng([seed, 41, k + stream])
         rows = []
         for item in _texts(kind, n, rng, contacts, appliances):
             voice = Voice(ENGLISH_BASES[int(rng.integers(len(ENGLISH_BASES)))],
