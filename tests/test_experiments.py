@@ -161,6 +161,10 @@ def test_sizes_defaults_overrides_and_errors():
     for bad in ({"n_train": 4}, {"n_test": 0}, {"n_test": 2.5}, {"n_test": True}):
         with pytest.raises(ConfigError, match="--n-t"):
             C.sizes(True, quick, full, mins, **bad)
+    medium = {"n_test": 50, "n_train": 100}
+    assert C.sizes(False, quick, full, mins, medium=True, medium_sizes=medium, n_test=3) == {"n_test": 3, "n_train": 100}
+    with pytest.raises(ConfigError, match="--quick and --medium"):
+        C.sizes(True, quick, full, mins, medium=True, medium_sizes=medium)
 
 
 def test_carrier_prefixes_come_from_the_training_slots(tmp_path):

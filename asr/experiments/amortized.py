@@ -110,14 +110,8 @@ def run(quick: bool = False, model=None, preset: str = "default", n_train=None, 
     from azsim.errors import ConfigError
 
     clock = C.Clock()
-    if quick and medium:
-        raise ConfigError("--quick and --medium: pick one (allowed: --quick, --medium or neither for full)")
-    opts = dict(QUICK if quick else MEDIUM if medium else FULL)
-    for k, v in (("n_train", n_train), ("n_test", n_test), ("steps", steps), ("batch_size", batch_size)):
-        if v is not None:
-            if not isinstance(v, int) or v < 1:
-                raise ConfigError(f"--{k.replace('_', '-')}: {v!r}; allowed: an integer >= 1")
-            opts[k] = v
+    opts = C.sizes(quick, QUICK, FULL, {k: 1 for k in FULL}, medium=medium, medium_sizes=MEDIUM,
+                   n_train=n_train, n_test=n_test, steps=steps, batch_size=batch_size)
     if not 1.0 < load <= 10.0:
         raise ConfigError(f"--load: {load}; allowed: (1, 10] (the full encoder must exceed the frame period)")
     if lam < 0:

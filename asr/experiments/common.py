@@ -13,12 +13,16 @@ DEFAULT_RECIPE = REPO_ROOT / "recipes" / "int8.toml"
 RATE_HZ = 16000
 
 
-def sizes(quick: bool, quick_sizes: dict, full_sizes: dict, minimum: dict, **given) -> dict:
-    """The experiment's sizes: quick or full defaults, overridden by the options given (None:
-    not given); each must be an integer >= its minimum, else a ConfigError naming the option."""
+def sizes(quick: bool, quick_sizes: dict, full_sizes: dict, minimum: dict, *, medium: bool = False,
+          medium_sizes: dict | None = None, **given) -> dict:
+    """The experiment's sizes: quick, medium (where the experiment has that mode) or full
+    defaults, overridden by the options given (None: not given); each must be an integer >= its
+    minimum, else a ConfigError naming the option."""
     from azsim.errors import ConfigError
 
-    out = dict(quick_sizes if quick else full_sizes)
+    if quick and medium:
+        raise ConfigError("--quick and --medium: pick one (allowed: --quick, --medium or neither for full)")
+    out = dict(quick_sizes if quick else medium_sizes if medium else full_sizes)
     for name, v in given.items():
         if v is not None:
             out[name] = v

@@ -91,17 +91,13 @@ def run(quick: bool = False, model=None, preset: str = "default", updates: int =
     from azsim.errors import ConfigError
 
     clock = C.Clock()
-    if quick and medium:
-        raise ConfigError("--quick and --medium: pick one (allowed: --quick, --medium or neither for full)")
-    opts = dict(QUICK if quick else MEDIUM if medium else FULL)
-    for k, v in (sizes or {}).items():
-        if k not in opts or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"sizes: {k} = {v!r}; allowed keys {sorted(opts)} with integers >= 1")
-        opts[k] = v
+    unknown = sorted(set(sizes or {}) - set(FULL))
+    if unknown:
+        raise ConfigError(f"sizes: {unknown}; allowed keys {sorted(FULL)} with integers >= 1")
+    given = dict(sizes or {})
     if steps is not None:
-        if not isinstance(steps, int) or steps < 1:
-            raise ConfigError(f"--steps: {steps!r}; allowed: an integer >= 1")
-        opts["steps"] = steps
+        given["steps"] = steps
+    opts = C.sizes(quick, QUICK, FULL, {k: 1 for k in FULL}, medium=medium, medium_sizes=MEDIUM, **given)
     if not isinstance(updates, int) or not 1 <= updates <= 20:
         raise ConfigError(f"--updates: {updates!r}; allowed: an integer in [1, 20]")
     if not 0.001 <= budget <= 1.0:
