@@ -318,3 +318,14 @@ def test_experiment_cli_rejects_bad_options(capsys):
         assert opt in capsys.readouterr().err
     assert main(["experiment", "amortized", "--quick", "--medium"]) == 2
     assert "--medium" in capsys.readouterr().err
+
+
+def test_amortized_resumes_finished_rows():
+    """An interrupted run's finished models are reused, not retrained; --fresh redoes them."""
+    from asr.experiments import amortized as A
+    small = dict(n_train=6, n_test=2, steps=1, batch_size=2, progress=False)
+    first = A.run(models=["full", "lowrank"], fresh=True, **small)
+    again = A.run(models=["full", "lowrank"], **small)
+    assert again["resumed"] == ["full", "lowrank"]
+    assert [r["wer"] for r in again["rows"]] == [r["wer"] for r in first["rows"]]
+    assert A.run(models=["full"], fresh=True, **small)["resumed"] == []

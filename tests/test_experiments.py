@@ -177,3 +177,20 @@ def test_carrier_prefixes_come_from_the_training_slots(tmp_path):
     assert p == {"contact": ["call", "text"], "appliance": ["kitchen", "the"]}
     classes = B.bias_classes(["ann lee", "lamp", "dehumidifier"], p)
     assert classes == [(["ann lee"], ["call", "text"]), (["lamp", "dehumidifier"], ["kitchen", "the"])]
+
+
+def test_row_store_resumes_only_the_same_run(tmp_path):
+    key = {"settings": {"steps": 3}, "code": "abc"}
+    s = C.RowStore("exp", tmp_path, key)
+    assert s.get("a") is None
+    s.put("a", {"wer": 0.125, "seconds": 1.0})
+    assert C.RowStore("exp", tmp_path, dict(key)).get("a") == {"wer": 0.125, "seconds": 1.0}
+    assert C.RowStore("exp", tmp_path, {**key, "code": "abd"}).get("a") is None   # other code
+    assert C.RowStore("exp", tmp_path, key, fresh=True).get("a") is None
+    s.path.write_text("{not json")
+    assert C.RowStore("exp", tmp_path, key).get("a") is None                     # damaged: redone
+    assert not list(s.path.parent.glob("*.tmp"))
+
+
+def test_code_digest_is_stable():
+    assert C.code_digest() == C.code_digest() and len(C.code_digest()) == 64

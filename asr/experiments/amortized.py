@@ -97,7 +97,9 @@ def run(quick: bool = False, model=None, preset: str = "default", n_train=None, 
         steps=None, batch_size=None, lam: float = LAMBDA, load: float = LOAD, seed: int = 0,
         corpus=None, config=None, progress: bool = True, models=None, medium: bool = False,
         lean_ratio: float = LEAN_RATIO, sparsity: float = SPARSITY, distill: float | None = None,
-        lean_lr: float | None = None) -> dict:
+        lean_lr: float | None = None, fresh: bool = False) -> dict:
+    import hashlib
+
     import torch
     from asr.branching.costs import FIRST_FRAME_S, FRAME_S, ChipFrames, host_flops, steady_cycles
     from asr.branching.backlog import timeline
@@ -161,8 +163,18 @@ def run(quick: bool = False, model=None, preset: str = "default", n_train=None, 
         if unknown:
             raise ConfigError(f"--models: {unknown}; allowed: {[s[0] for s in specs]}")
         specs = [s for s in specs if s[0] in models]
-    rows = []
+    store = C.RowStore("amortized", cdir.parent, fresh=fresh, key={
+        "settings": opts, "preset": preset, "lam": lam, "load": load, "seed": seed,
+        "lean_ratio": lean_ratio, "sparsity": sparsity, "distill": distill, "lean_lr": lean_lr,
+        "model_sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(), "corpus": cdir.name,
+        "code": C.code_digest()})
+    rows, resumed = [], []
     for name, lean, force, penalty in specs:
+        if store.get(name) is not None:
+            rows.append(store.get(name))
+            resumed.append(name)
+            _log(f"[{name}] finished in an earlier run: reused from {store.path}", progress)
+            continue
         t0 = clock()
         m = BranchingRNNT(copy.deepcopy(base), lean=lean, rank=rank, sparsity=sparsity, force=force,
                           teacher=distill > 0)
@@ -205,6 +217,7 @@ def run(quick: bool = False, model=None, preset: str = "default", n_train=None, 
         row["chip_latency_ms"], row["chip_latency_ms_p95"] = _latency_stats(nom_lat)
         row["host_latency_ms"], row["host_latency_ms_p95"] = _latency_stats(host_lat)
         rows.append(row)
+        store.put(name, row)
         _log(f"[{name}] WER {100 * wer:.2f}% full {100 * full_share:.0f}% "
              f"{row['mflops_per_frame']:.2f} MFLOP/frame, device p95 {row['device_latency_ms_p95']:.1f} ms "
              f"({row['seconds']:.0f} s)", progress)
@@ -229,7 +242,8 @@ def run(quick: bool = False, model=None, preset: str = "default", n_train=None, 
                          "lambda": lam, "distill": distill, "lean_lr": lean_lr, "load": load, "seed": seed,
                          "full_cycles_per_frame": full_cycles, "device_clock_hz": device_clock_hz,
                          "budget_cycles": budget_cycles, "host_mflops": hw.host.mflops},
-            "rows": rows, "goals": goals, "goal": GOAL, "seconds": clock()}
+            "rows": rows, "goals": goals, "goal": GOAL, "seconds": clock(),
+            "resumed": resumed, "seconds_with_resumed": sum(r["seconds"] for r in rows)}
 
 
 def format_tables(r: dict) -> str:
@@ -252,7 +266,11 @@ def format_tables(r: dict) -> str:
             f"encoder ({s['full_cycles_per_frame']} cycles) takes {s['load']:g}x the 30 ms frame "
             f"(C-bar {s['budget_cycles']:.0f} cycles); host = {s['host_mflops']:g} MFLOP/s single thread")
     goals = "\n".join(f"  {k}: {v}" for k, v in r["goals"].items())
-    return "\n\n".join([head, t, f"goal: {r['goal']}\n{goals}", f"took {r['seconds']:.0f} s"])
+    took = f"took {r['seconds']:.0f} s"
+    if r.get("resumed"):
+        took += (f" (rows {', '.join(r['resumed'])} reused from an interrupted run; "
+                 f"{r['seconds_with_resumed']:.0f} s of model work in all)")
+    return "\n\n".join([head, t, f"goal: {r['goal']}\n{goals}", took])
 
 
 # ------------------------------------------------------------------ CLI glue (azsim.cli_experiment)
@@ -281,6 +299,9 @@ def add_arguments(p) -> None:
                    help="learning rate of the lean branch (default: BranchTrainConfig's)")
     p.add_argument("--models", default=None, help="comma-separated subset of the models to run")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
+    p.add_argument("--fresh", action="store_true",
+                   help="redo every model (default: reuse the rows an interrupted run with the same "
+                        "settings, model and code finished; kept under <cache>/runs/)")
     p.add_argument("--corpus", default=None, help="a built corpus directory (default: the model's)")
     p.add_argument("--config", default=None, help="config whose [data] names the corpus")
 
@@ -292,4 +313,4 @@ def run_args(args) -> dict:
                load=args.load, seed=args.seed, corpus=args.corpus, config=args.config,
                progress=not getattr(args, "no_progress", False), models=models, medium=args.medium,
                lean_ratio=args.lean_ratio, sparsity=args.sparsity, distill=args.distill,
-               lean_lr=args.lean_lr)
+               lean_lr=args.lean_lr, fresh=args.fresh)

@@ -2,6 +2,9 @@
 surgery (speech bounds, pauses, padding), tables."""
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
 from pathlib import Path
 
@@ -155,6 +158,51 @@ def format_table(rows: list[dict], columns: list[tuple[str, str, str]], title: s
         if k == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
+
+
+# ------------------------------------------------------------------ resume
+def code_digest() -> str:
+    """sha256 of the code an experiment's numbers depend on (asr/, azsim/ and csrc/ sources):
+    finished rows are reused only by the code that made them, while commits to the README,
+    tests or benchmarks leave them valid."""
+    h = hashlib.sha256()
+    for top in ("asr", "azsim", "csrc"):
+        for f in sorted((REPO_ROOT / top).rglob("*")):
+            if f.suffix in (".py", ".cpp", ".h", ".hpp") and f.is_file():
+                h.update(str(f.relative_to(REPO_ROOT)).encode())
+                h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+class RowStore:
+    """Finished rows of a long experiment, kept in a JSON file named by the hash of everything
+    the rows depend on (the experiment's settings, the model file's sha256, the code), so that a
+    rerun after an interruption skips what was done. Each row is written (atomically) as soon as
+    it is finished; `fresh=True` ignores and replaces what is there."""
+
+    def __init__(self, experiment: str, cache_dir: Path, key: dict, fresh: bool = False):
+        blob = json.dumps(key, sort_keys=True, default=str).encode()
+        self.path = Path(cache_dir) / "runs" / f"{experiment}-{hashlib.sha256(blob).hexdigest()[:16]}.json"
+        self.key = key
+        self.rows: dict[str, dict] = {}
+        if not fresh and self.path.exists():
+            try:
+                data = json.loads(self.path.read_text())
+                if data.get("key") == json.loads(blob):
+                    self.rows = dict(data.get("rows", {}))
+            except (OSError, ValueError):
+                self.rows = {}   # a damaged file is redone, not trusted
+
+    def get(self, name: str) -> dict | None:
+        return self.rows.get(name)
+
+    def put(self, name: str, row: dict) -> None:
+        self.rows[name] = row
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"key": json.loads(json.dumps(self.key, sort_keys=True, default=str)),
+                                   "rows": self.rows}, default=float))
+        tmp.replace(self.path)
 
 
 class Clock:
