@@ -322,7 +322,7 @@ def test_pointer_prefix_tree_nodes_and_valid_tokens():
     assert tree.gate_depth(anna) == 4 and tree.gate_depth(0) == 0 and tree.gate_depth(DEAD) == 0
 
 
-def _tiny_neural(tmp_path, gate_bias: float):
+def _tiny_neural(tmp_path, gate_bias: float, joint: bool = False):
     torch = pytest.importorskip("torch")
     from asr.decode import neural_bias as NB
     from asr.model.rnnt import RNNT, ModelConfig
@@ -336,8 +336,15 @@ def _tiny_neural(tmp_path, gate_bias: float):
         mod.gate_h.bias.fill_(gate_bias)
     from asr.model.export import export_npz
     base_path = export_npz(base, tmp_path / "base.npz")
+    trained = None
+    if joint:   # as after joint training: the prediction and joint networks moved
+        with torch.no_grad():
+            for n, p in base.named_parameters():
+                if n.split(".")[0] in NB.JOINT_PARTS:
+                    p.add_(0.3 * torch.randn_like(p))
+        trained = {k: v for k, v in base.state_dict().items() if k.split(".")[0] in NB.JOINT_PARTS}
     path = NB.save(tmp_path / "nb.npz", mod, {"steps": 0, "minutes": 0.0,
-                                              "base_sha256": NB.file_sha256(base_path)})
+                                              "base_sha256": NB.file_sha256(base_path)}, trained_base=trained)
     return NB, NB.NeuralBias(path, base_path), base, mod
 
 
@@ -353,9 +360,13 @@ def _joint_grid(m, x, text):
     return m.joint(enc[:, None, :], np.stack(preds)[None])
 
 
-def test_neural_bias_numpy_matches_torch(tmp_path):
+@pytest.mark.parametrize("joint", [False, True])
+def test_neural_bias_numpy_matches_torch(tmp_path, joint):
+    """numpy inference == the torch module, with the base frozen or its prediction and joint
+    networks trained (read back from the file over the base model's)."""
     import torch
-    NB, nb, base, mod = _tiny_neural(tmp_path, gate_bias=0.5)
+    NB, nb, base, mod = _tiny_neural(tmp_path, gate_bias=0.5, joint=joint)
+    assert (nb.base is nb.shipped) != joint
     names = ["ann lee", "fridge", "o'neil"]
     m = nb.bind(names)
     x = np.random.default_rng(1).standard_normal((15, 240)).astype(np.float32)
@@ -434,6 +445,14 @@ def test_neural_bias_bad_files(tmp_path):
     np.savez(old, **arrays)
     with pytest.raises(ModelError, match="another base model"):
         NB.NeuralBias(old, other)
+    bad = dict(arrays, **{"base.encoder.weight_ih_l0": np.zeros((4, 4), np.float32)})
+    np.savez(old, **bad)                                            # only JOINT_PARTS may change
+    with pytest.raises(ModelError, match="base.encoder.weight_ih_l0"):
+        NB.NeuralBias(old, base)
+    bad = dict(arrays, **{"base.joint_out.weight": np.zeros((3, 3), np.float32)})
+    np.savez(old, **bad)                                            # ... with the base's shapes
+    with pytest.raises(ModelError, match="base.joint_out.weight"):
+        NB.NeuralBias(old, base)
     del arrays["nb.keys.weight"]
     np.savez(old, **arrays)
     with pytest.raises(ModelError, match="keys.weight"):
@@ -447,3 +466,11 @@ def test_end_bonus_only_for_completed_names():
     assert bias.total_bonus(_toks("call johnny")) == pytest.approx(0.0)
     with pytest.raises(ConfigError, match="end bonus"):
         BiasList.compile(["john"], end_bonus=-1)
+
+
+def test_neural_bias_finetune_rejects_bad_base_lr(tmp_path):
+    pytest.importorskip("torch")
+    from asr.decode import neural_bias as NB
+    for bad in (-1e-4, 0.5):
+        with pytest.raises(ConfigError, match="base_lr"):
+            NB.finetune(tmp_path / "none.npz", tmp_path, base_lr=bad)

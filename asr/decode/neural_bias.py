@@ -1,5 +1,6 @@
 """Neural context biasing: a tree-constrained pointer generator (TCPGen; Sun et al. 2021) on the
-RNN-T: attention over embeddings of the bias list's prefix-tree nodes, trained with the RNN-T.
+RNN-T: multi-head attention over embeddings of the bias list's prefix-tree nodes, trained jointly with the
+RNN-T's prediction and joint networks.
 
 Why not the plain context-aware transducer (attention over one embedding per name, added to the
 encoder and predictor outputs)? We trained that design first (12 minutes, 1283 steps on 2 cores):
@@ -14,9 +15,11 @@ its tree node in the predictor state: the root at the start and after every spac
 begin at any word), the child when the emitted token continues a name, and "dead" otherwise
 until the next space. At every joint step (frame t, hypothesis u):
   valid  = tokens that continue a name from the node (plus space after a complete name)
-  q      = W_qe enc_t + W_qp pred_u + b_q                                  (D)
-  ptr    = softmax over valid c of  q . K[c] / sqrt(D)     (the attention; K: token embeddings)
-  ctx    = sum_c ptr_c V[c]
+  q      = W_qe enc_t + W_qp pred_u + b_q, split into HEADS heads q_h      (D = HEADS x d)
+  p_h    = softmax over valid c of  q_h . K_h[c] / sqrt(d)   (head h's attention; K: token
+           embeddings, each head reading its d-slice)
+  ctx    = concat_h sum_c p_h,c V_h[c]                        (D)
+  ptr    = sum_h a_h p_h                  (a = softmax of learned head-mixture weights)
   g      = sigmoid(w_h . tanh(enc_t + pred_u) + w_c . ctx + w_depth[node depth] + b_g),
            0 where nothing is valid (the depth term lets the gate trust the pointer more the
            further into a name the hypothesis is)
@@ -24,14 +27,17 @@ until the next space. At every joint step (frame t, hypothesis u):
 So the module can only move probability toward tokens that continue a listed name, and where
 no name is in progress (dead node) the output is the RNN-T's (up to rounding).
 
-Training (``finetune``): the shipped RNN-T frozen (its outputs computed once per batch without
-gradients), the module trained with the RNN-T loss on the mixed distribution, for a bounded
-wall-clock time. Half of each batch are synthesized commands (training voices) naming contacts
-and appliances that neither the corpus nor the test sets contain
+Training (``finetune``): the pointer and the RNN-T's prediction and joint networks
+(JOINT_PARTS) trained together with the RNN-T loss on the mixed distribution, for a bounded
+wall-clock time; the encoder stays as shipped (its outputs computed once per batch without
+gradients), so the chip's encoder program is unchanged and the RNN-T learns to leave names to
+the pointer where the list has them. Half of each batch are synthesized commands (training
+voices) naming contacts and appliances that neither the corpus nor the test sets contain
 (asr.experiments.biasing.build_train_set), the rest corpus utterances with and without names.
 A batch shares one bias list: the names of its utterances (each kept with probability P_KEEP,
 so the gate also learns lists that miss the spoken name) plus distractor names up to
-TRAIN_LIST_SIZE, the list size of the test requests.
+TRAIN_LIST_SIZE, the list size of the test requests. The file holds the pointer and the
+trained RNN-T parts; the rest is read from the base model, checked by its sha256.
 
 Inference (``NeuralBiasRNNT``): numpy, the asr.decode model interface bound to one request's
 list; beam search runs unchanged (the predictor output carries the node's query part and
@@ -49,15 +55,18 @@ from pathlib import Path
 import numpy as np
 
 from asr import text as asr_text
-from azsim.errors import ModelError
+from azsim.errors import ConfigError, ModelError
 
 ATTN_DIM = 64
+HEADS = 4                   # attention heads over the tree node's children (ATTN_DIM / HEADS each)
 TRAIN_LIST_SIZE = 100
 P_KEEP = 0.8
 N_NOVEL = 1200              # synthesized commands naming contacts and appliances no corpus has
 MAX_DEPTH = 8              # the gate's depth feature: characters into a name, capped
+BASE_LR = 1e-4              # the RNN-T's prediction and joint networks, trained with the pointer
+JOINT_PARTS = ("embed", "pred_lstm", "pred_proj", "joint_out")
 GATE_BIAS_INIT = -3.0       # the gate starts near closed: training starts at the RNN-T's output
-FORMAT = "azsim-neural-bias-v2"
+FORMAT = "azsim-neural-bias-v3"
 SPACE = asr_text.VOCAB.index(" ")
 DEAD = -1
 _NEG = -1e4                 # a finite "minus infinity": masked scores, gate off (no NaN gradients)
@@ -144,6 +153,7 @@ def _torch_module(vocab_size: int, joint_dim: int):
             self.q_pred = nn.Linear(joint_dim, ATTN_DIM, bias=False)
             self.keys = nn.Embedding(vocab_size, ATTN_DIM)
             self.values = nn.Embedding(vocab_size, ATTN_DIM)
+            self.head_mix = nn.Parameter(torch.zeros(HEADS))   # pointer = a mixture of the heads'
             self.gate_h = nn.Linear(joint_dim, 1)
             self.gate_c = nn.Linear(ATTN_DIM, 1, bias=False)
             self.gate_depth = nn.Embedding(MAX_DEPTH + 1, 1)
@@ -155,12 +165,16 @@ def _torch_module(vocab_size: int, joint_dim: int):
             """enc (..., J) and pred (..., J) broadcast to the joint's grid; base_logits the
             RNN-T joint's logits there; valid (..., V) bool and depth (...) int64 (the node's
             gate_depth), broadcast likewise. -> (..., V) log-probabilities of the mixture."""
-            q = self.q_enc(enc) + self.q_pred(pred)
-            s = torch.einsum("...d,vd->...v", q, self.keys.weight) / ATTN_DIM ** 0.5
-            s = torch.where(valid, s, torch.full_like(s, _NEG))
-            ptr_log = torch.log_softmax(s, -1)
-            ptr = ptr_log.exp()
-            ctx = torch.einsum("...v,vd->...d", ptr, self.values.weight)
+            dh = ATTN_DIM // HEADS
+            q = (self.q_enc(enc) + self.q_pred(pred)).unflatten(-1, (HEADS, dh))        # (..., H, dh)
+            keys = self.keys.weight.view(-1, HEADS, dh)
+            s = torch.einsum("...hd,vhd->...hv", q, keys) / dh ** 0.5
+            s = torch.where(valid.unsqueeze(-2), s, torch.full_like(s, _NEG))
+            head_log = torch.log_softmax(s, -1)                                        # (..., H, V)
+            ctx = torch.einsum("...hv,vhd->...hd", head_log.exp(),
+                               self.values.weight.view(-1, HEADS, dh)).flatten(-2)       # (..., D)
+            mix_log = torch.log_softmax(self.head_mix, -1)[:, None]
+            ptr_log = torch.logsumexp(head_log + mix_log, -2)
             g = self.gate_h(torch.tanh(enc + pred)) + self.gate_c(ctx) + self.gate_depth(depth)
             g = torch.where(valid.any(-1, keepdim=True), g, torch.full_like(g, _NEG))
             lp = torch.log_softmax(base_logits, -1)
@@ -188,9 +202,11 @@ def valid_masks(tree: PrefixTree, y: np.ndarray, y_lens: np.ndarray) -> tuple[np
 
 
 def finetune(model_path, corpus_dir, out_path=None, minutes: float = 12.0, seed: int = 0,
-             batch_size: int = 16, lr: float = 3e-3, threads: int = 1, n_novel: int = N_NOVEL,
-             log=print) -> dict:
-    """Train the pointer on the frozen model at `model_path` for `minutes` of wall clock."""
+             batch_size: int = 16, lr: float = 3e-3, base_lr: float = BASE_LR, threads: int = 1,
+             n_novel: int = N_NOVEL, log=print) -> dict:
+    """Train the pointer for `minutes` of wall clock, jointly with the RNN-T's prediction and
+    joint networks (JOINT_PARTS, at `base_lr`; 0 keeps the whole RNN-T frozen). The encoder
+    stays as shipped: the chip's encoder program and every cached encoder output stay valid."""
     import torch
     from asr.data import corpus as corpus_mod
     from asr.experiments.biasing import NOVEL_APPLIANCES, bias_list, build_train_set, distractor_pool
@@ -202,10 +218,15 @@ def finetune(model_path, corpus_dir, out_path=None, minutes: float = 12.0, seed:
     torch.set_num_threads(threads)
     rng = np.random.default_rng([seed, 61])
     model_path = Path(model_path)
+    if not 0.0 <= base_lr <= 0.01:
+        raise ConfigError(f"base_lr = {base_lr}; allowed: [0, 0.01]")
     base, _ = load_float_model(model_path)
     base.eval()
+    joint_params = [p for n, p in base.named_parameters() if n.split(".")[0] in JOINT_PARTS]
     for p in base.parameters():
         p.requires_grad_(False)
+    for p in joint_params if base_lr > 0 else []:
+        p.requires_grad_(True)
     mod = _torch_module(base.cfg.vocab_size, base.cfg.joint_dim)
     utts = [u for u in corpus_mod.load_subset(corpus_dir, "train") if u.meta.get("source") == "espeak"]
     names_of = []
@@ -226,7 +247,10 @@ def finetune(model_path, corpus_dir, out_path=None, minutes: float = 12.0, seed:
               [i for i in range(len(utts)) if not names_of[i]]]               # no names
     shares = (0.5, 0.25, 0.25)
     pool = distractor_pool(seed, NOVEL_APPLIANCES)
-    opt = torch.optim.Adam(mod.parameters(), lr=lr)
+    param_groups = [{"params": list(mod.parameters()), "lr": lr}]
+    if base_lr > 0:
+        param_groups.append({"params": joint_params, "lr": base_lr})
+    opt = torch.optim.Adam(param_groups)
     t0, step, run = time.time(), 0, []
     while time.time() - t0 < 60.0 * minutes:
         idx = []
@@ -241,6 +265,7 @@ def finetune(model_path, corpus_dir, out_path=None, minutes: float = 12.0, seed:
         valid, depth = (torch.from_numpy(a) for a in valid_masks(PrefixTree(names), y.numpy(), y_lens.numpy()))
         with torch.no_grad():
             enc, _ = base.encode(x, x_lens)
+        with torch.set_grad_enabled(base_lr > 0):
             pred = base.predict(y)
             enc4, pred4 = enc[:, :, None, :], pred[:, None, :, :]
             logits = base.joint(enc4, pred4)
@@ -248,18 +273,22 @@ def finetune(model_path, corpus_dir, out_path=None, minutes: float = 12.0, seed:
         loss = rnnt_loss(lp, y, x_lens, y_lens, blank=base.cfg.blank).mean()
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(mod.parameters(), 5.0)
+        torch.nn.utils.clip_grad_norm_([p for grp in param_groups for p in grp["params"]], 5.0)
         opt.step()
         step += 1
         run.append(float(loss.detach()))
         if step % 25 == 0:
             log(f"neural-bias step {step} min {(time.time() - t0) / 60:.2f} loss {np.mean(run[-25:]):.3f}")
     out_path = Path(out_path) if out_path else default_path()
+    trained = ({k: v for k, v in base.state_dict().items() if k.split(".")[0] in JOINT_PARTS}
+               if base_lr > 0 else {})
     save(out_path, mod, {"steps": step, "minutes": (time.time() - t0) / 60, "seed": seed,
-                                    "batch_size": batch_size, "lr": lr, "base_frozen": True,
-                                    "train_list_size": TRAIN_LIST_SIZE, "p_keep": P_KEEP, "n_novel": n_novel,
-                                    "final_loss": float(np.mean(run[-25:])) if run else None,
-                                    "base": _repo_relative(model_path), "base_sha256": file_sha256(model_path)})
+                         "batch_size": batch_size, "lr": lr, "base_lr": base_lr, "heads": HEADS,
+                         "joint_parts": sorted({k.split(".")[0] for k in trained}),
+                         "train_list_size": TRAIN_LIST_SIZE, "p_keep": P_KEEP, "n_novel": n_novel,
+                         "final_loss": float(np.mean(run[-25:])) if run else None,
+                         "base": _repo_relative(model_path), "base_sha256": file_sha256(model_path)},
+         trained_base=trained)
     return {"path": str(out_path), "steps": step, "minutes": (time.time() - t0) / 60,
             "final_loss": float(np.mean(run[-25:])) if run else None}
 
@@ -277,12 +306,14 @@ def file_sha256(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def save(out_path, mod, meta: dict) -> Path:
-    """The module's weights under ``nb.*`` and its meta (which must name the base model's
-    sha256: the base stays frozen, so the file holds the module only)."""
+def save(out_path, mod, meta: dict, trained_base: dict | None = None) -> Path:
+    """The module's weights under ``nb.*``, the jointly trained RNN-T parts (JOINT_PARTS) under
+    ``base.*``, and the meta, which must name the sha256 of the base model they were trained
+    from: the file holds what changed, the rest is read from that base."""
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {f"nb.{k}": v.detach().cpu().float().numpy() for k, v in mod.state_dict().items()}
+    arrays.update({f"base.{k}": v.detach().cpu().float().numpy() for k, v in (trained_base or {}).items()})
     tmp = out_path.with_name(out_path.name + ".tmp.npz")
     np.savez(tmp, nb_format=np.array(FORMAT), nb_meta=np.array(json.dumps(meta)), **arrays)
     tmp.replace(out_path)
@@ -291,7 +322,7 @@ def save(out_path, mod, meta: dict) -> Path:
 
 # ------------------------------------------------------------------ numpy inference
 _WEIGHTS = ("q_enc.weight", "q_enc.bias", "q_pred.weight", "keys.weight", "values.weight",
-            "gate_h.weight", "gate_h.bias", "gate_c.weight", "gate_depth.weight")
+            "head_mix", "gate_h.weight", "gate_h.bias", "gate_c.weight", "gate_depth.weight")
 
 
 class NeuralBias:
@@ -311,6 +342,7 @@ class NeuralBias:
                     raise ModelError(f"{path}: nb_format = {fmt!r}; allowed: {FORMAT!r} (retrain it "
                                      f"with `python -m asr.decode.neural_bias`)")
                 self.w = {k[3:]: z[k].astype(np.float32) for k in z.files if k.startswith("nb.")}
+                trained = {k[5:]: z[k].astype(np.float32) for k in z.files if k.startswith("base.")}
                 self.meta = json.loads(str(z["nb_meta"])) if "nb_meta" in z.files else {}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
             raise ModelError(f"{path}: not a readable .npz ({err})") from None
@@ -322,7 +354,17 @@ class NeuralBias:
             raise ModelError(f"{path}: trained on another base model than {base_path} (base_sha256 "
                              f"{str(self.meta.get('base_sha256'))[:12]}...); retrain it with "
                              f"`python -m asr.decode.neural_bias --minutes 12`")
-        self.base = NumpyRNNT.load(base_path)
+        self.shipped = NumpyRNNT.load(base_path)
+        self.base = self.shipped
+        if trained:   # jointly trained prediction / joint networks replace the shipped ones
+            with np.load(base_path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            for k, v in trained.items():
+                if k.split(".")[0] not in JOINT_PARTS or k not in arrays or arrays[k].shape != v.shape:
+                    raise ModelError(f"{path}: base.{k} {v.shape} is not a trained part of {base_path} "
+                                     f"(allowed: {JOINT_PARTS} with the base's shapes)")
+                arrays[k] = v
+            self.base = NumpyRNNT(arrays, self.shipped.config, self.shipped.vocab, source=f"{path} on {base_path}")
         self.path = path
 
     def bind(self, names) -> "NeuralBiasRNNT":
@@ -344,8 +386,13 @@ class NeuralBiasRNNT:
         self.J = self.base.joint_dim
         self.wqe_t, self.bq = w["q_enc.weight"].T.copy(), w["q_enc.bias"]
         self.wqp_t = w["q_pred.weight"].T.copy()
-        self.keys_t = (w["keys.weight"].T / np.float32(ATTN_DIM ** 0.5)).astype(np.float32)
-        self.values = w["values.weight"]
+        dh = ATTN_DIM // HEADS
+        # (H, dh, V) keys scaled by 1/sqrt(dh); (H, V, dh) values; head mixture weights
+        self.keys_h = (w["keys.weight"].reshape(-1, HEADS, dh).transpose(1, 2, 0)
+                       / np.float32(dh ** 0.5)).astype(np.float32)
+        self.values_h = np.ascontiguousarray(w["values.weight"].reshape(-1, HEADS, dh).transpose(1, 0, 2))
+        hm = w["head_mix"].astype(np.float64)
+        self.head_w = (np.exp(hm - hm.max()) / np.exp(hm - hm.max()).sum()).astype(np.float32)
         self.gh, self.gb = w["gate_h.weight"][0], float(w["gate_h.bias"][0])
         self.gc = w["gate_c.weight"][0]
         self.gd = w["gate_depth.weight"][:, 0]
@@ -378,12 +425,17 @@ class NeuralBiasRNNT:
         z = z - z.max(-1, keepdims=True)
         lp = z - np.log(np.exp(z).sum(-1, keepdims=True))
         q = enc @ self.wqe_t + self.bq + qp
-        s = np.where(valid, q @ self.keys_t, np.float32(_NEG))
+        qh = q.reshape(q.shape[:-1] + (HEADS, 1, ATTN_DIM // HEADS))                # (..., H, 1, dh)
+        s = (qh @ self.keys_h)[..., 0, :]                                             # (..., H, V)
+        s = np.where(valid[..., None, :], s, np.float32(_NEG))
         s = s - s.max(-1, keepdims=True)
-        ptr = np.exp(s)
-        ptr /= ptr.sum(-1, keepdims=True)
-        ptr = np.where(valid, ptr, 0.0)
-        g = (h @ self.gh + self.gb + (ptr @ self.values) @ self.gc)[..., None] + g_depth
+        heads = np.exp(s)
+        heads /= heads.sum(-1, keepdims=True)
+        heads = np.where(valid[..., None, :], heads, 0.0)
+        ctx = (heads[..., None, :] @ self.values_h)[..., 0, :]                       # (..., H, dh)
+        ctx = ctx.reshape(ctx.shape[:-2] + (ATTN_DIM,))
+        ptr = np.einsum("...hv,h->...v", heads, self.head_w)
+        g = (h @ self.gh + self.gb + ctx @ self.gc)[..., None] + g_depth
         g = np.where(valid.any(-1, keepdims=True), 0.5 * (1.0 + np.tanh(0.5 * g)), 0.0)
         lp_not_blank = np.log(np.exp(lp[..., 1:]).sum(-1, keepdims=True))
         p_rest = np.exp(lp[..., 1:] - lp_not_blank)
@@ -399,10 +451,12 @@ def chip_cost(nb: NeuralBias, n_names: int = 100, name_chars: int = 12, preset: 
     matmuls (weights quantized per output channel, symmetric):
       per frame:      q_e = W_qe enc                                   (D x J)
       per token:      q_p = W_qp pred                                  (D x J)
-      per joint step: q = q_e + q_p; scores = K q (V x D); exp LUT; ctx = V^T p (D x V);
-                      gate = w_h . tanh-hidden + w_c . ctx (1 x J, 1 x D)
-    The masking of invalid tokens, the softmax's division by the row sum, and the mixing of the
-    two distributions are V-wide vector work on the host (not modelled). The per-request prefix
+      per joint step: per head h (HEADS of them, d = D / HEADS): q_h = q_e,h + q_p,h;
+                      scores_h = K_h q_h (V x d); exp LUT; ctx_h = V_h^T p_h (d x V);
+                      gate = w_h . tanh-hidden + sum_h w_c,h . ctx_h (1 x J, 1 x d each)
+    The masking of invalid tokens, the softmax's division by the row sum, the mixture of the
+    heads' distributions and the mixing with the RNN-T's are V-wide vector work on the host (not
+    modelled). The per-request prefix
     tree is compiled on the host; its bytes are reported (3 B per edge and per node)."""
     from azsim import compile as azc
     from azsim import hw as hw_mod
@@ -432,17 +486,24 @@ def chip_cost(nb: NeuralBias, n_names: int = 100, name_chars: int = 12, preset: 
         return g
 
     def step_graph():
+        # one scores / exp / context chain per head on its ATTN_DIM / HEADS slice of the query
         g = Graph("nb_step")
-        qe, qp, h = g.input("q_e", D), g.input("q_p", D), g.input("hidden", J)
-        q = g.add(qe, qp, a_mult=1, b_mult=1, shift=1, name="q")
-        m, s = req(V)
-        scores = g.matmul(q, q8(w["keys.weight"]), mult=m, shift=s, name="scores")
-        p = g.lut(scores, exp_table, name="exp")
-        m, s = req(D)
-        ctx = g.matmul(p, q8(w["values.weight"].T), mult=m, shift=s, name="ctx")
-        gh = g.matmul(h, q8(w["gate_h.weight"]), out_dtype="int32", name="gate_h")
-        gc = g.matmul(ctx, q8(w["gate_c.weight"]), out_dtype="int32", name="gate_c")
-        g.output(p, gh, gc)
+        dh = D // HEADS
+        h = g.input("hidden", J)
+        outs = [g.matmul(h, q8(w["gate_h.weight"]), out_dtype="int32", name="gate_h")]
+        keys = w["keys.weight"].reshape(V, HEADS, dh)
+        values = w["values.weight"].reshape(V, HEADS, dh)
+        gate_c = w["gate_c.weight"].reshape(1, HEADS, dh)
+        for k in range(HEADS):
+            qe, qp = g.input(f"q_e{k}", dh), g.input(f"q_p{k}", dh)
+            q = g.add(qe, qp, a_mult=1, b_mult=1, shift=1, name=f"q{k}")
+            m, s = req(V)
+            scores = g.matmul(q, q8(keys[:, k]), mult=m, shift=s, name=f"scores{k}")
+            p = g.lut(scores, exp_table, name=f"exp{k}")
+            m, s = req(dh)
+            ctx = g.matmul(p, q8(values[:, k].T), mult=m, shift=s, name=f"ctx{k}")
+            outs += [p, g.matmul(ctx, q8(gate_c[:, k]), out_dtype="int32", name=f"gate_c{k}")]
+        g.output(*outs)
         return g
 
     rows = []
@@ -504,7 +565,15 @@ def evaluate_experiment(sets, fm, model_path, beam, seed, path=None, progress=Tr
         others = [n for n in sets["no_names"][0]["list"] + r["list_large"] if n not in spoken]
         ctrl_lists.append(list(dict.fromkeys([n for n in r["list"] if n not in spoken] + others))[:len(r["list"])])
     ctrl, _ = run(rows, ctrl_lists, "neural bias control")
-    out = [{"method": f"neural biasing, TCPGen ({nb.meta['steps']} steps, {nb.meta['minutes']:.1f} min)",
+    own = None
+    if nb.base is not nb.shipped:
+        # the jointly trained RNN-T without its pointer: what the list itself adds
+        own = {name: error_rates([r["text"] for r in sets[name]],
+                                 [decode(nb.base, r["enc"], None, beam)[0] for r in sets[name]])["wer"]
+               for name in ("names", "no_names")}
+    label = (f"{nb.meta.get('heads', 1)}-head TCPGen, "
+             + ("joint with pred+joint nets" if nb.base is not nb.shipped else "base frozen"))
+    out = [{"method": f"neural biasing, {label} ({nb.meta['steps']} steps, {nb.meta['minutes']:.1f} min)",
             "goal_name": "neural biasing", "weight": None, "wer_names": results["names"]["wer"],
             "wer_no_names": results["no_names"]["wer"],
             "name_recall": name_recall(sets["names"], results["names"]["hyps"]),
@@ -514,6 +583,9 @@ def evaluate_experiment(sets, fm, model_path, beam, seed, path=None, progress=Tr
             "weight": None, "wer_names": error_rates([r["text"] for r in rows], ctrl)["wer"],
             "wer_no_names": results["no_names"]["wer"], "name_recall": name_recall(rows, ctrl),
             "decode_ms_per_utt": None}]
+    if own is not None:
+        out.append({"method": "  its jointly trained RNN-T alone (no list)", "weight": None,
+                    "wer_names": own["names"], "wer_no_names": own["no_names"], "decode_ms_per_utt": None})
     if fusion is not None:
         fused = {name: run(sets[name], [r["list"] for r in sets[name]], f"neural + fusion {name}", fusion)
                  for name in ("names", "no_names")}
@@ -538,12 +610,15 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help=f"output .npz (default: {default_path()})")
     ap.add_argument("--minutes", type=float, default=12.0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--base-lr", type=float, default=BASE_LR,
+                    help=f"learning rate of the RNN-T's prediction and joint networks, trained with "
+                         f"the pointer (default {BASE_LR:g}; 0 keeps the RNN-T frozen)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     from asr.experiments import common as C
     mp = C.resolve_model(a.model)
     cd = C.corpus_dir_for(mp, a.corpus)
-    r = finetune(mp, cd, a.out, minutes=a.minutes, seed=a.seed, threads=a.threads)
+    r = finetune(mp, cd, a.out, minutes=a.minutes, seed=a.seed, threads=a.threads, base_lr=a.base_lr)
     print(json.dumps(r))
     return 0
 
