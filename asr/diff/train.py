@@ -27,9 +27,9 @@ import torch
 from asr.diff.format import (HashDiff, SparseDiff, SparseTensor, apply_diff, encode_diff,
                              model_hash)
 from asr.diff.hashing import bucket_and_sign
-from asr.model.export import weight_names
+from asr.model.export import to_torch, weight_names
 from asr.model.loss import rnnt_loss
-from asr.model.rnnt import RNNT, ModelConfig
+from asr.model.rnnt import RNNT
 
 
 # --- model <-> arrays -------------------------------------------------------------------------
@@ -54,17 +54,6 @@ def load_arrays(path) -> tuple[dict, dict]:
 def target_names(cfg: dict) -> list[str]:
     """The tensors a diff may touch: every exported weight and bias (not the normalization)."""
     return weight_names(cfg)
-
-
-def to_torch(arrays: dict, cfg: dict) -> RNNT:
-    known = set(ModelConfig.__dataclass_fields__)
-    model = RNNT(ModelConfig(**{k: v for k, v in cfg.items() if k in known}))
-    state = model.state_dict()
-    with torch.no_grad():
-        for name in target_names(cfg) + ["feat_mean", "feat_std"]:
-            state[name].copy_(torch.from_numpy(np.asarray(arrays[name], np.float32)))
-    model.eval()
-    return model
 
 
 def from_torch(model: RNNT, base: dict, names) -> dict:

@@ -36,6 +36,21 @@ def weight_names(cfg: dict) -> list[str]:
     return names
 
 
+def to_torch(arrays: dict, cfg: dict):
+    """The torch RNNT (eval mode) holding an export's arrays (`arrays` as read from the npz, or
+    changed in memory, e.g. by a neural diff); the training-only CTC head stays random."""
+    import torch
+    from asr.model.rnnt import RNNT, ModelConfig
+    known = set(ModelConfig.__dataclass_fields__)
+    model = RNNT(ModelConfig(**{k: v for k, v in cfg.items() if k in known}))
+    state = model.state_dict()
+    with torch.no_grad():
+        for name in weight_names(cfg) + ["feat_mean", "feat_std"]:
+            state[name].copy_(torch.from_numpy(np.asarray(arrays[name], np.float32)))
+    model.eval()
+    return model
+
+
 def export_npz(model, path: str | Path) -> Path:
     """Write `model` (asr.model.rnnt.RNNT) to `path`; returns the path."""
     cfg = model.cfg.to_dict()

@@ -267,15 +267,13 @@ def load_float_model(path):
     if not path.is_file():
         raise ModelError(f"{path}: init model not found")
     if path.suffix == ".npz":
+        from asr.model.export import to_torch
         from asr.model.numpy_rnnt import NumpyRNNT   # validates format and shapes
         fm = NumpyRNNT.load(path)
-        model = RNNT(ModelConfig.from_dict(fm.config, f"{path} config_json"))
+        ModelConfig.from_dict(fm.config, f"{path} config_json")   # validates the config
         with np.load(path, allow_pickle=False) as z:
-            sd = model.state_dict()
-            for k in sd:
-                if k in z.files:
-                    sd[k] = torch.from_numpy(np.asarray(z[k], np.float32))
-        model.load_state_dict(sd)
+            model = to_torch({k: z[k] for k in z.files}, fm.config)
+        model.train()           # as a checkpoint loads: the caller picks the mode
         return model, False     # the training-only CTC head is not exported: it is random here
     try:
         ck = torch.load(path, weights_only=False)
