@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from azsim.compress import FORMATS
 from azsim.errors import ConfigError
+from azsim.tomlio import read_toml
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -315,10 +315,4 @@ def load(name_or_path: str | Path) -> HwConfig:
         if not path.is_file():
             raise ConfigError(f"unknown preset {str(name_or_path)!r} (available: {', '.join(preset_names())}; "
                               "or give a path to a .toml file)")
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such hardware config file")
-    try:
-        data = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not valid TOML: {err}") from None
-    return from_dict(data, origin=str(path))
+    return from_dict(read_toml(path, "hardware config"), origin=str(path))

@@ -27,7 +27,6 @@ import hashlib
 import itertools
 import json
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ import numpy as np
 
 from azsim import hw as hwmod
 from azsim.errors import ConfigError
+from azsim.tomlio import read_toml
 from azsim.workflows import units
 
 SECTIONS = ("sweep", "options", "recipes", "hw")
@@ -183,13 +183,7 @@ def recipe_digest(value: Any) -> str:
 def load(path: str | Path) -> Spec:
     """Read and validate a spec file and expand its points. Raises ConfigError (file + field)."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: no such sweep spec file")
-    try:
-        data = tomllib.loads(p.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{p}: not valid TOML: {err}") from None
-    return from_dict(data, str(p), base_dir=p.parent)
+    return from_dict(read_toml(p, "sweep spec"), str(p), base_dir=p.parent)
 
 
 def from_dict(data: dict, origin: str = "<spec>", base_dir: Path | None = None) -> Spec:
