@@ -474,3 +474,36 @@ def test_neural_bias_finetune_rejects_bad_base_lr(tmp_path):
     for bad in (-1e-4, 0.5):
         with pytest.raises(ConfigError, match="base_lr"):
             NB.finetune(tmp_path / "none.npz", tmp_path, base_lr=bad)
+
+
+def test_neural_bias_experiment_rows(tmp_path):
+    """The experiment hook on a tiny jointly trained model: the neural row, its control, the
+    trained RNN-T alone, and fusion on top with its weight picked on the tuning sets."""
+    NB, nb, _, _ = _tiny_neural(tmp_path, gate_bias=0.0, joint=True)
+    rng = np.random.default_rng(3)
+    sets = {}
+    for name in ("names", "no_names", "tune_names", "tune_no_names"):
+        sets[name] = []
+        for i in range(2):
+            feats = rng.standard_normal((10, 240)).astype(np.float32)
+            spoken = ["ann lee"] if "no_names" not in name else []
+            sets[name].append({"text": "call ann lee" if spoken else "stop", "names": spoken,
+                               "enc": nb.shipped.encode(feats, nb.shipped.encoder_init())[0],
+                               "list": spoken + ["bob", "fridge"], "list_large": ["carol", "dan", "eve"]})
+    tried = []
+
+    def fusion(names, w, eb):
+        tried.append((w, eb))
+        return BiasList.compile(names, w, end_bonus=eb)
+
+    res = NB.evaluate_experiment(sets, nb.shipped, tmp_path / "base.npz", beam=2, seed=0, path=nb.path,
+                                 progress=False, fusion=fusion, weights=((0.5, 0.0), (1.0, 2.0)))
+    methods = [r["method"].strip() for r in res["rows"]]
+    assert methods[0].startswith("neural biasing, 4-head TCPGen, joint")
+    assert methods[1:] == ["control: spoken names left out of the list",
+                           "its jointly trained RNN-T alone (no list)", "with shallow fusion"]
+    assert {(0.5, 0.0), (1.0, 2.0)} <= set(tried)
+    assert res["fusion_tuning"]["chosen_weight"] in (0.5, 1.0)
+    assert res["rows"][-1]["weight"] in ("0.5/0", "1/2")
+    assert all(0.0 <= r["wer_names"] for r in res["rows"])
+    assert res["chip_cost"] and res["memory_bytes_per_request"] > 0

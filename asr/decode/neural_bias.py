@@ -532,12 +532,14 @@ def chip_cost(nb: NeuralBias, n_names: int = 100, name_chars: int = 12, preset: 
 
 # ------------------------------------------------------------------ experiment hook
 def evaluate_experiment(sets, fm, model_path, beam, seed, path=None, progress=True, fusion=None,
-                        fusion_label: str = "") -> dict:
+                        fusion_label: str = "", weights=()) -> dict:
     """Rows for asr.experiments.biasing: WER with the neural model (list bound per request), a
-    control with the spoken names taken out of the list, the neural model with shallow fusion
-    on top when `fusion` (list -> TokenScorer) is given, and the module's chip cost."""
+    control with the spoken names taken out of the list, the jointly trained RNN-T alone, the
+    neural model with shallow fusion on top when `fusion` ((list, weight, end bonus) ->
+    TokenScorer) is given, its weight picked from `weights` on the dev-voice tuning sets as for
+    fusion alone (asr.experiments.biasing.pick_weight), and the module's chip cost."""
     from tqdm import tqdm
-    from asr.experiments.biasing import decode, name_recall
+    from asr.experiments.biasing import decode, name_recall, pick_weight
     from asr.metrics import error_rates
     nb = NeuralBias(path or default_path(), model_path)
 
@@ -571,7 +573,7 @@ def evaluate_experiment(sets, fm, model_path, beam, seed, path=None, progress=Tr
         own = {name: error_rates([r["text"] for r in sets[name]],
                                  [decode(nb.base, r["enc"], None, beam)[0] for r in sets[name]])["wer"]
                for name in ("names", "no_names")}
-    label = (f"{nb.meta.get('heads', 1)}-head TCPGen, "
+    label = (f"{HEADS}-head TCPGen, "
              + ("joint with pred+joint nets" if nb.base is not nb.shipped else "base frozen"))
     out = [{"method": f"neural biasing, {label} ({nb.meta['steps']} steps, {nb.meta['minutes']:.1f} min)",
             "goal_name": "neural biasing", "weight": None, "wer_names": results["names"]["wer"],
@@ -586,10 +588,24 @@ def evaluate_experiment(sets, fm, model_path, beam, seed, path=None, progress=Tr
     if own is not None:
         out.append({"method": "  its jointly trained RNN-T alone (no list)", "weight": None,
                     "wer_names": own["names"], "wer_no_names": own["no_names"], "decode_ms_per_utt": None})
+    tuning = None
     if fusion is not None:
-        fused = {name: run(sets[name], [r["list"] for r in sets[name]], f"neural + fusion {name}", fusion)
+        def tune_wer(name, fuse):
+            rows = sets[name]
+            hyps, _ = run(rows, [r["list"] for r in rows], f"neural tuning {name}", fuse)
+            return error_rates([r["text"] for r in rows], hyps)["wer"]
+
+        base_tune = {name: tune_wer(name, None) for name in ("tune_names", "tune_no_names")}
+        tune_rows = [{"weight": w, "end_bonus": eb,
+                      **{name: tune_wer(name, lambda lst, w=w, eb=eb: fusion(lst, w, eb))
+                         for name in ("tune_names", "tune_no_names")}} for w, eb in weights]
+        best = pick_weight(tune_rows, base_tune)
+        w, eb = best["weight"], best["end_bonus"]
+        tuning = {"weights": tune_rows, "baseline": base_tune, "chosen_weight": w, "chosen_end_bonus": eb}
+        fuse = lambda lst: fusion(lst, w, eb)   # noqa: E731
+        fused = {name: run(sets[name], [r["list"] for r in sets[name]], f"neural + fusion {name}", fuse)
                  for name in ("names", "no_names")}
-        out.append({"method": f"  with shallow fusion{fusion_label}", "weight": None,
+        out.append({"method": f"  with shallow fusion{fusion_label}", "weight": f"{w:g}/{eb:g}",
                     "goal_name": f"neural biasing with shallow fusion{fusion_label}",
                     "wer_names": error_rates([r["text"] for r in sets["names"]], fused["names"][0])["wer"],
                     "wer_no_names": error_rates([r["text"] for r in sets["no_names"]], fused["no_names"][0])["wer"],
@@ -597,7 +613,7 @@ def evaluate_experiment(sets, fm, model_path, beam, seed, path=None, progress=Tr
                     "decode_ms_per_utt": 1e3 * (fused["names"][1] / len(sets["names"])
                                                 + fused["no_names"][1] / len(sets["no_names"])) / 2})
     cost = chip_cost(nb, n_names=len(sets["names"][0]["list"]) if sets["names"] else 100)
-    return {"rows": out, "meta": nb.meta, "chip_cost": cost["rows"], "chip_note": cost["note"],
+    return {"rows": out, "meta": nb.meta, "fusion_tuning": tuning, "chip_cost": cost["rows"], "chip_note": cost["note"],
             "memory_bytes_per_request": cost["memory_bytes_per_request"]}
 
 

@@ -403,8 +403,8 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
             from asr.decode import neural_bias
             neural_result = neural_bias.evaluate_experiment(
                 sets, fm, model_path, beam, seed, path=neural, progress=progress,
-                fusion=lambda names: compile_list(names, gw, geb, True),
-                fusion_label=f" after carrier words ({gw:g}/{geb:g})")
+                fusion=lambda names, w, eb: compile_list(names, w, eb, True),
+                fusion_label=" after carrier words", weights=WEIGHTS)
         except (ImportError, AttributeError, FileNotFoundError, ModelError) as err:
             neural_result = {"skipped": f"{type(err).__name__}: {err}"}
 
@@ -494,6 +494,11 @@ def format_tables(r: dict) -> str:
             ("part", "neural biasing on the chip", "s"), ("macs", "MACs", ",d"),
             ("cycles", "cycles", ",d"), ("weight_bytes", "weight B", ",d"),
             ("offchip_bytes", "off-chip B", ",d")], nr.get("chip_note", "")))
+        nt = nr.get("fusion_tuning")
+        if nt:
+            parts.append(f"neural biasing + fusion after carrier words: weight tuned on the dev voices as above, "
+                         f"chosen {nt['chosen_weight']:g} / {nt['chosen_end_bonus']:g} (neural alone there: "
+                         f"{nt['baseline']['tune_names']:.1%} names, {nt['baseline']['tune_no_names']:.1%} no names)")
     elif nr and "skipped" in nr:
         parts.append(f"neural biasing: not run ({nr['skipped']})")
     parts.append(f"took {r['seconds']['total']:.0f} s")
