@@ -201,7 +201,7 @@ def valid_masks(tree: PrefixTree, y: np.ndarray, y_lens: np.ndarray) -> tuple[np
     return out, depth
 
 
-def finetune(model_path, corpus_dir, out_path=None, minutes: float = 12.0, seed: int = 0,
+def finetune(model_path, corpus_dir, out_path=None, minutes: float = 15.0, seed: int = 0,
              batch_size: int = 16, lr: float = 3e-3, base_lr: float = BASE_LR, threads: int = 1,
              n_novel: int = N_NOVEL, log=print) -> dict:
     """Train the pointer for `minutes` of wall clock, jointly with the RNN-T's prediction and
@@ -334,7 +334,7 @@ class NeuralBias:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: neural-biasing model not found (train it with "
-                                    f"`python -m asr.decode.neural_bias --minutes 12`)")
+                                    f"`python -m asr.decode.neural_bias --minutes 15`)")
         try:
             with np.load(path, allow_pickle=False) as z:
                 fmt = str(z["nb_format"]) if "nb_format" in z.files else None
@@ -353,7 +353,7 @@ class NeuralBias:
             # the pointer learned where this base errs: on another base its gate means nothing
             raise ModelError(f"{path}: trained on another base model than {base_path} (base_sha256 "
                              f"{str(self.meta.get('base_sha256'))[:12]}...); retrain it with "
-                             f"`python -m asr.decode.neural_bias --minutes 12`")
+                             f"`python -m asr.decode.neural_bias --minutes 15`")
         self.shipped = NumpyRNNT.load(base_path)
         self.base = self.shipped
         if trained:   # jointly trained prediction / joint networks replace the shipped ones
@@ -624,7 +624,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None, help="base float export (default: models/shipped/model.npz)")
     ap.add_argument("--corpus", default=None)
     ap.add_argument("--out", default=None, help=f"output .npz (default: {default_path()})")
-    ap.add_argument("--minutes", type=float, default=12.0)
+    ap.add_argument("--minutes", type=float, default=15.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--base-lr", type=float, default=BASE_LR,
                     help=f"learning rate of the RNN-T's prediction and joint networks, trained with "
