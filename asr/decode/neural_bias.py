@@ -1,6 +1,6 @@
 """Neural context biasing: a tree-constrained pointer generator (TCPGen; Sun et al. 2021) on the
-RNN-T: multi-head attention over embeddings of the bias list's prefix-tree nodes, trained jointly with the
-RNN-T's prediction and joint networks.
+RNN-T: multi-head attention over embeddings of the bias list's prefix-tree nodes, trained
+jointly with the RNN-T's prediction and joint networks.
 
 Why not the plain context-aware transducer (attention over one embedding per name, added to the
 encoder and predictor outputs)? We trained that design first (12 minutes, 1283 steps on 2 cores):
