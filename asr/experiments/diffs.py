@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +76,9 @@ def _wer(arrays, cfg, examples) -> float:
 def run(quick: bool = False, model=None, preset: str = "default", updates: int = N_UPDATES,
         steps=None, budget: float = BUDGET, hash_k: int = HASH_K, seed: int = 0, corpus=None,
         config=None, progress: bool = True, out_dir=None, sizes: dict | None = None,
-        medium: bool = False, prune_end: float | None = None) -> dict:
+        medium: bool = False, prune_end: float | None = None, fresh: bool = False) -> dict:
+    import hashlib
+
     import torch
     from asr.cli import eval_config
     from asr.data import corpus as corpus_mod
@@ -121,8 +122,17 @@ def run(quick: bool = False, model=None, preset: str = "default", updates: int =
     n_params = model_bytes // 4
     tc = DiffTrainConfig(steps=opts["steps"], batch_size=opts["batch_size"], seed=seed,
                          budget_fraction=budget, hash_k=hash_k, prune_end_fraction=prune_end)
-    tmp = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="azsim-diffs-"))
+    # Finished updates are kept (rows, .azdiff files, the full updates' weights) so an
+    # interrupted run resumes where it stopped, and a run with more --updates extends a shorter
+    # one (update s depends on shifts 1..s only); the diff files are what the lineages replay.
+    store = C.RowStore("diffs", cdir.parent, fresh=fresh, key={
+        "settings": opts, "budget": budget, "hash_k": hash_k, "seed": seed,
+        "prune_end": prune_end, "preset": preset, "corpus": cdir.name, "code": C.code_digest(),
+        "model_sha256": hashlib.sha256(model_path.read_bytes()).hexdigest()})
+    state_dir = store.path.with_suffix("")
+    tmp = Path(out_dir) if out_dir else state_dir
     tmp.mkdir(parents=True, exist_ok=True)
+    state_dir.mkdir(parents=True, exist_ok=True)
 
     shifts = []
     for s in range(updates):
@@ -136,11 +146,24 @@ def run(quick: bool = False, model=None, preset: str = "default", updates: int =
          f"{', '.join(f'{100 * w:.1f}%' for w in base_shift)}", progress)
 
     current = {"sparse": base, "hash": base, "full": base}
-    rows = []
+    rows, resumed = [], []
     for s, (tr, te) in enumerate(shifts):
         for method in ("sparse", "hash", "full"):
             t0 = clock()
             prev = current[method]
+            done = store.get(f"{s + 1}-{method}")
+            kept = (tmp / f"update{s + 1}-{method}.azdiff" if method != "full"
+                    else state_dir / f"full-update{s + 1}.npz")
+            if done is not None and kept.exists():
+                if method == "full":
+                    with np.load(kept, allow_pickle=False) as z:
+                        current[method] = {**prev, **{n: z[n] for n in names}}
+                else:
+                    current[method] = F.apply_diff_file(prev, kept)
+                rows.append(done)
+                resumed.append(f"{s + 1}-{method}")
+                _log(f"update {s + 1} {method}: finished in an earlier run, reused from {store.path}", progress)
+                continue
             tcs = dataclasses.replace(tc, seed=seed + 100 * s)
             info = {}
             if method == "full":
@@ -165,7 +188,10 @@ def run(quick: bool = False, model=None, preset: str = "default", updates: int =
                    "wer_orig": _wer(new, cfg, orig_test), **cost, "seconds": clock() - t0}
             if method == "sparse":
                 row["budget_bytes"] = info["budget_bytes"]
+            if method == "full":   # a full update has no diff file to replay: keep its weights
+                np.savez(state_dir / f"full-update{s + 1}.npz", **{n: new[n] for n in names})
             rows.append(row)
+            store.put(f"{s + 1}-{method}", row)
             current[method] = new
             _log(f"update {s + 1} {method}: {row['payload_bytes']} B ({100 * row['payload_vs_model']:.2f}% "
                  f"of model), WER new {100 * row['wer_new']:.1f}% seen {100 * row['wer_seen']:.1f}% "
@@ -183,7 +209,8 @@ def run(quick: bool = False, model=None, preset: str = "default", updates: int =
                          "diff_dir": str(tmp)},
             "base": {"wer_orig": base_orig, "wer_shift": base_shift},
             "shift_names": [shift_names(s, seed) for s in range(updates)],
-            "rows": rows, "goals": goals, "goal": GOAL, "seconds": clock()}
+            "rows": rows, "goals": goals, "goal": GOAL, "seconds": clock(), "resumed": resumed,
+            "seconds_with_resumed": sum(r["seconds"] for r in rows)}
 
 
 def format_tables(r: dict) -> str:
@@ -207,7 +234,11 @@ def format_tables(r: dict) -> str:
     g = r["goals"]["sparse_within_1wer_of_full_each_update"]
     goals = (f"goal: {r['goal']}\n  sparse - full WER on new data per update: "
              + ", ".join(f"{100 * x:+.1f}" for x in g["gaps_wer_new"]) + f" -> met: {g['met']}")
-    return "\n\n".join([head, t, goals, f"took {r['seconds']:.0f} s"])
+    took = f"took {r['seconds']:.0f} s"
+    if r.get("resumed"):
+        took += (f" ({len(r['resumed'])} updates reused from an interrupted run; "
+                 f"{r['seconds_with_resumed']:.0f} s of update work in all)")
+    return "\n\n".join([head, t, goals, took])
 
 
 # ------------------------------------------------------------------ CLI glue (azsim.cli_experiment)
@@ -225,7 +256,12 @@ def add_arguments(p) -> None:
     p.add_argument("--prune-end", type=float, default=None,
                    help="sparse diff: fraction of the steps after which the mask keeps only the budget "
                         "(default: DiffTrainConfig's 0.7)")
-    p.add_argument("--out-dir", default=None, help="where the .azdiff files are written (default: a temp dir)")
+    p.add_argument("--out-dir", default=None,
+                   help="where the .azdiff files are written (default: beside the run's resume record "
+                        "under <cache>/runs/)")
+    p.add_argument("--fresh", action="store_true",
+                   help="redo every update (default: reuse the updates an interrupted run with the same "
+                        "settings, model and code finished)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
     p.add_argument("--corpus", default=None, help="a built corpus directory (default: the model's)")
     p.add_argument("--config", default=None, help="config whose [data] names the corpus")
@@ -235,5 +271,5 @@ def run_args(args) -> dict:
     return run(quick=args.quick, model=args.model, preset=args.preset, updates=args.updates,
                steps=args.steps, budget=args.budget, hash_k=args.hash_k, seed=args.seed,
                corpus=args.corpus, config=args.config, out_dir=args.out_dir, medium=args.medium,
-               prune_end=args.prune_end,
+               prune_end=args.prune_end, fresh=args.fresh,
                progress=not getattr(args, "no_progress", False))
