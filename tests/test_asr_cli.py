@@ -121,25 +121,9 @@ def test_help_does_not_import_heavy_modules():
 
 
 def _fake_corpus(root: Path) -> Path:
-    """A corpus directory in asr.data.corpus's on-disk format, made from generated audio."""
-    from asr.features import log_mel
-    d = root / "corpus-fake"
-    d.mkdir()
-    texts = {"test_clean": ["turn on the lights", "call mom"], "test_noisy": ["stop"],
-             "test_fsdd": ["seven", "zero", "one"]}
-    for k, (subset, tx) in enumerate(texts.items()):
-        feats, offsets = [], [0]
-        with open(d / f"{subset}.jsonl", "w") as fh:
-            for i, text in enumerate(tx):
-                audio = _speechy(16000, 1.0 + 0.1 * i, 10 * k + i)
-                f = log_mel(audio, 16000).astype(np.float16)
-                feats.append(f)
-                offsets.append(offsets[-1] + f.shape[0])
-                fh.write(json.dumps({"id": f"{subset}-{i}", "path": f"wav/{i}.wav", "text": text,
-                                     "voice": "v", "duration_s": audio.size / 16000}) + "\n")
-        np.save(d / f"{subset}.feats.npy", np.concatenate(feats))
-        np.save(d / f"{subset}.offsets.npy", np.array(offsets, np.int64))
-    return d
+    from corpus_helpers import fake_corpus
+    return fake_corpus(root, {"test_clean": ["turn on the lights", "call mom"], "test_noisy": ["stop"],
+                              "test_fsdd": ["seven", "zero", "one"]}, audio=_speechy)
 
 
 def test_eval_on_tiny_corpus(model_path, tmp_path, capsys, monkeypatch):

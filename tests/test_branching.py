@@ -320,10 +320,13 @@ def test_experiment_cli_rejects_bad_options(capsys):
     assert "--medium" in capsys.readouterr().err
 
 
-def test_amortized_resumes_finished_rows():
+def test_amortized_resumes_finished_rows(tmp_path):
     """An interrupted run's finished models are reused, not retrained; --fresh redoes them."""
+    from corpus_helpers import fake_corpus
     from asr.experiments import amortized as A
-    small = dict(n_train=6, n_test=2, steps=1, batch_size=2, progress=False)
+    texts = ["call mom", "turn on the lights", "stop", "what time is it", "play music", "pause"]
+    corpus = fake_corpus(tmp_path, {"train": texts, "test_clean": texts[:2]})
+    small = dict(n_train=6, n_test=2, steps=1, batch_size=2, progress=False, corpus=corpus)
     first = A.run(models=["full", "lowrank"], fresh=True, **small)
     again = A.run(models=["full", "lowrank"], **small)
     assert again["resumed"] == ["full", "lowrank"]

@@ -266,15 +266,19 @@ def test_experiment_cli_rejects_bad_options(capsys):
     assert "--prune-end" in capsys.readouterr().err
 
 
-def test_diffs_experiment_resumes_finished_updates():
+def test_diffs_experiment_resumes_finished_updates(tmp_path):
     """A longer run reuses a shorter run's updates (rows and the lineages' models) and gets the
     same numbers as a run from scratch; --fresh redoes everything."""
+    from corpus_helpers import fake_corpus
     from asr.experiments import diffs as D
+    texts = ["call mom", "turn on the lights", "stop", "play music"]
+    corpus = fake_corpus(tmp_path, {"train": texts, "test_clean": texts[:2]})
     small = {"n_old": 4, "n_test": 2, "shift_train": 2, "shift_test": 2, "steps": 1, "batch_size": 2}
-    D.run(sizes=small, updates=1, fresh=True, progress=False)
-    resumed = D.run(sizes=small, updates=2, progress=False)
+    D.run(sizes=small, updates=1, fresh=True, progress=False, corpus=corpus)
+    resumed = D.run(sizes=small, updates=2, progress=False, corpus=corpus)
     assert resumed["resumed"] == ["1-sparse", "1-hash", "1-full"]
-    scratch = D.run(sizes=small, updates=2, fresh=True, progress=False)
+    assert (tmp_path / "runs").is_dir()
+    scratch = D.run(sizes=small, updates=2, fresh=True, progress=False, corpus=corpus)
     assert scratch["resumed"] == []
     keys = ("update", "method", "payload_bytes", "changed_weights", "wer_new", "wer_seen", "wer_orig")
     assert ([[r[k] for k in keys] for r in resumed["rows"]]
