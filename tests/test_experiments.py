@@ -194,3 +194,20 @@ def test_row_store_resumes_only_the_same_run(tmp_path):
 
 def test_code_digest_is_stable():
     assert C.code_digest() == C.code_digest() and len(C.code_digest()) == 64
+
+
+def test_downstream_assumptions_are_options(capsys):
+    """The off-device figures change the timing as the model says, and are range-checked."""
+    from azsim.cli import main
+    from azsim.errors import ConfigError
+    decision = np.arange(40, dtype=np.float64) * 30.0
+    slow = E.Downstream(network_ms=120.0, downstream_ms=800.0, uplink_bits_per_s=64_000.0)
+    a = E.outcome([_ev("final", 30)], decision, 600.0)
+    b = E.outcome([_ev("final", 30)], decision, 600.0, slow)
+    nb = _ev("final", 30).lattice.size_bytes()
+    assert b["ready_ms"] - a["ready_ms"] == pytest.approx(
+        (120.0 - E.NETWORK_MS) + (800.0 - E.DOWNSTREAM_MS) + 8e3 * nb * (1 / 64_000.0 - 1 / E.UPLINK_BITS_PER_S))
+    with pytest.raises(ConfigError, match="--downstream-ms"):
+        E.Downstream(downstream_ms=-1.0)
+    assert main(["experiment", "endpointing", "--quick", "--network-ms", "-5"]) == 2
+    assert "--network-ms" in capsys.readouterr().err

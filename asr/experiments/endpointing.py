@@ -26,12 +26,14 @@ the float model runs on the host instead and every decision is taken HOST_MS_PER
 its frame arrives (a documented constant, not a measurement).
 
 User-perceived latency = the time the downstream response is ready - the true end of speech.
-Downstream (not simulated, documented constants): a payload reaches the cloud NETWORK_MS +
-bytes / UPLINK_BITS_PER_S after it is sent, and the response needs DOWNSTREAM_MS of work on
+Downstream (not simulated; assumptions with defaults NETWORK_MS, UPLINK_BITS_PER_S and
+DOWNSTREAM_MS, which --network-ms, --uplink-kbps and --downstream-ms replace with a user's own
+measured figures): a payload reaches the cloud network_ms + bytes / uplink rate after it is
+sent, and the response needs downstream_ms of work on
 the lattice (NLU, fulfilment). Without speculation that work starts when the final lattice
 arrives. With speculation it starts when a speculative lattice arrives; a reset cancels it
 (the work done until the reset arrives is wasted), a confirm lets it finish: ready at
-max(confirm arrival, speculative arrival + DOWNSTREAM_MS).
+max(confirm arrival, speculative arrival + downstream_ms).
 
 A cut-off is a final end-point taken before the true end of speech (the user was still
 going to speak). "Speculation right" = the share of speculative end-points later confirmed.
@@ -39,6 +41,7 @@ going to speak). "Speculation right" = the share of speculative end-points later
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -221,28 +224,46 @@ def replay(machine, obs, nbests):
     return list(machine.events)
 
 
-def send_ms(n_bytes: int) -> float:
-    return NETWORK_MS + 1e3 * 8.0 * n_bytes / UPLINK_BITS_PER_S
+@dataclass(frozen=True)
+class Downstream:
+    """The off-device side (module doc): assumptions, not simulated; a user with measured
+    figures for their own network and NLU passes them (--network-ms, --downstream-ms,
+    --uplink-kbps)."""
+    network_ms: float = NETWORK_MS
+    downstream_ms: float = DOWNSTREAM_MS
+    uplink_bits_per_s: float = UPLINK_BITS_PER_S
+
+    def __post_init__(self):
+        from azsim.errors import ConfigError
+        for name, v, lo, hi in (("--network-ms", self.network_ms, 0.0, 10_000.0),
+                                ("--downstream-ms", self.downstream_ms, 0.0, 60_000.0),
+                                ("--uplink-kbps", self.uplink_bits_per_s / 1e3, 1.0, 10_000_000.0)):
+            if not lo <= v <= hi:
+                raise ConfigError(f"{name}: {v:g}; allowed: [{lo:g}, {hi:g}]")
 
 
-def outcome(events, decision_ms, eos_ms) -> dict:
+def send_ms(n_bytes: int, ds: Downstream = Downstream()) -> float:
+    return ds.network_ms + 1e3 * 8.0 * n_bytes / ds.uplink_bits_per_s
+
+
+def outcome(events, decision_ms, eos_ms, ds: Downstream = Downstream()) -> dict:
     """Downstream timing of one utterance's events (module doc)."""
     job, wasted, ready, final_ev = None, 0.0, None, None
     spec_times = []
     for ev in events:
         t_dec = float(decision_ms[ev.frame])
         if ev.kind == "speculate":
-            job = t_dec + send_ms(ev.lattice.size_bytes())
+            job = t_dec + send_ms(ev.lattice.size_bytes(), ds)
             spec_times.append(ev.time_ms)
         elif ev.kind == "reset":
             if job is not None:
-                wasted += float(np.clip(t_dec + NETWORK_MS - job, 0.0, DOWNSTREAM_MS))
+                wasted += float(np.clip(t_dec + ds.network_ms - job, 0.0, ds.downstream_ms))
             job = None
         elif ev.kind == "confirm":
-            ready = max(t_dec + send_ms(CONFIRM_BYTES), job + DOWNSTREAM_MS)
+            ready = max(t_dec + send_ms(CONFIRM_BYTES, ds), job + ds.downstream_ms)
             final_ev = ev
         elif ev.kind == "final":
-            ready = t_dec + send_ms(ev.lattice.size_bytes()) + DOWNSTREAM_MS
+            ready = t_dec + send_ms(ev.lattice.size_bytes(), ds) + ds.downstream_ms
             final_ev = ev
     return {"final": final_ev, "ready_ms": ready, "upl_ms": ready - eos_ms, "wasted_ms": wasted,
             "n_spec": sum(e.kind == "speculate" for e in events),
@@ -268,7 +289,7 @@ def _endpointers(clfs):
 
 def run(quick: bool = False, model=None, backend: str = "chip", recipe=None, preset: str = "default",
         n_test: int | None = None, n_train: int | None = None, beam: int = 4, seed: int = 0,
-        corpus=None, config=None, progress: bool = True) -> dict:
+        corpus=None, config=None, progress: bool = True, downstream: Downstream = Downstream()) -> dict:
     from tqdm import tqdm
     from asr.data import corpus as corpus_mod
     from asr.decode.endpoint import EndpointStateMachine, uplink_bytes
@@ -310,8 +331,9 @@ def run(quick: bool = False, model=None, backend: str = "chip", recipe=None, pre
         refs.append(u.text)
         for name, (make_final, make_spec) in pairs.items():
             with_spec = outcome(replay(EndpointStateMachine(make_final(), make_spec()), obs, nbests),
-                                decision, p["eos_ms"])
-            alone = outcome(replay(EndpointStateMachine(make_final()), obs, nbests), decision, p["eos_ms"])
+                                decision, p["eos_ms"], downstream)
+            alone = outcome(replay(EndpointStateMachine(make_final()), obs, nbests), decision, p["eos_ms"],
+                            downstream)
             fin = alone["final"]
             lat = fin.lattice
             up = uplink_bytes(nbests[fin.frame], lat, fin.time_ms / 1000.0)
@@ -362,8 +384,9 @@ def run(quick: bool = False, model=None, backend: str = "chip", recipe=None, pre
         "backend": backend, "backend_desc": backend_desc, "beam": beam, "seed": seed,
         "n_test": len(refs), "n_with_pause": int(n_paused),
         "settings": {"lead_ms": LEAD_MS, "trail_ms": TRAIL_MS, "p_pause": P_PAUSE, "pause_ms": list(PAUSE_MS),
-                     "snr_db": SNR_DB, "spec_lead_frames": SPEC_LEAD_FRAMES, "network_ms": NETWORK_MS,
-                     "uplink_bits_per_s": UPLINK_BITS_PER_S, "downstream_ms": DOWNSTREAM_MS,
+                     "snr_db": SNR_DB, "spec_lead_frames": SPEC_LEAD_FRAMES, "network_ms": downstream.network_ms,
+                     "uplink_bits_per_s": downstream.uplink_bits_per_s,
+                     "downstream_ms": downstream.downstream_ms,
                      "host_ms_per_frame": HOST_MS_PER_FRAME if backend == "host" else None},
         "eoq": eoq_info,
         "chip_mean_frame_latency_ms": C.mean(chip_latency) if chip_latency else None,
@@ -418,6 +441,12 @@ def add_arguments(p) -> None:
                    help=f"training utterances for the EOQ classifiers (default {FULL['n_train']}, "
                         f"--quick {QUICK['n_train']})")
     p.add_argument("--beam", type=int, default=4, help="beam width (default: 4)")
+    p.add_argument("--network-ms", type=float, default=NETWORK_MS,
+                   help=f"one-way device -> cloud latency (default {NETWORK_MS:g}; an assumption)")
+    p.add_argument("--downstream-ms", type=float, default=DOWNSTREAM_MS,
+                   help=f"NLU + fulfilment time per lattice (default {DOWNSTREAM_MS:g}; an assumption)")
+    p.add_argument("--uplink-kbps", type=float, default=UPLINK_BITS_PER_S / 1e3,
+                   help=f"uplink rate (default {UPLINK_BITS_PER_S / 1e3:g})")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
     p.add_argument("--corpus", default=None, help="a built corpus directory (default: the model's)")
     p.add_argument("--config", default=None, help="config whose [data] names the corpus")
@@ -429,4 +458,5 @@ def run_args(args) -> dict:
         raise ConfigError(f"--beam: {args.beam}; allowed: an integer >= 1")
     return run(quick=args.quick, model=args.model, backend=args.backend, recipe=args.recipe,
                preset=args.preset, n_test=args.n_test, n_train=args.n_train, beam=args.beam,
-               seed=args.seed, corpus=args.corpus, config=args.config, progress=not args.no_progress)
+               seed=args.seed, corpus=args.corpus, config=args.config, progress=not args.no_progress,
+               downstream=Downstream(args.network_ms, args.downstream_ms, 1e3 * args.uplink_kbps))
