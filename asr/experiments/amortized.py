@@ -98,8 +98,6 @@ def run(quick: bool = False, model=None, preset: str = "default", n_train=None, 
         corpus=None, config=None, progress: bool = True, models=None, medium: bool = False,
         lean_ratio: float = LEAN_RATIO, sparsity: float = SPARSITY, distill: float | None = None,
         lean_lr: float | None = None, fresh: bool = False) -> dict:
-    import hashlib
-
     import torch
     from asr.branching.costs import FIRST_FRAME_S, FRAME_S, ChipFrames, host_flops, steady_cycles
     from asr.branching.backlog import timeline
@@ -163,15 +161,14 @@ def run(quick: bool = False, model=None, preset: str = "default", n_train=None, 
         if unknown:
             raise ConfigError(f"--models: {unknown}; allowed: {[s[0] for s in specs]}")
         specs = [s for s in specs if s[0] in models]
-    store = C.RowStore("amortized", cdir.parent, fresh=fresh, key={
-        "settings": opts, "preset": preset, "lam": lam, "load": load, "seed": seed,
-        "lean_ratio": lean_ratio, "sparsity": sparsity, "distill": distill, "lean_lr": lean_lr,
-        "model_sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(), "corpus": cdir.name,
-        "code": C.code_digest()})
+    store = C.RowStore.for_run("amortized", model_path, cdir, fresh=fresh, settings={
+        **opts, "preset": preset, "lam": lam, "load": load, "seed": seed, "lean_ratio": lean_ratio,
+        "sparsity": sparsity, "distill": distill, "lean_lr": lean_lr})
     rows, resumed = [], []
     for name, lean, force, penalty in specs:
-        if store.get(name) is not None:
-            rows.append(store.get(name))
+        done = store.get(name)
+        if done is not None:
+            rows.append(done)
             resumed.append(name)
             _log(f"[{name}] finished in an earlier run: reused from {store.path}", progress)
             continue

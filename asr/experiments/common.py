@@ -181,17 +181,26 @@ class RowStore:
     it is finished; `fresh=True` ignores and replaces what is there."""
 
     def __init__(self, experiment: str, cache_dir: Path, key: dict, fresh: bool = False):
-        blob = json.dumps(key, sort_keys=True, default=str).encode()
-        self.path = Path(cache_dir) / "runs" / f"{experiment}-{hashlib.sha256(blob).hexdigest()[:16]}.json"
-        self.key = key
+        blob = json.dumps(key, sort_keys=True, default=str)
+        self.path = Path(cache_dir) / "runs" / f"{experiment}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.json"
+        self.key = json.loads(blob)      # as the file holds it, for the comparison on reading
         self.rows: dict[str, dict] = {}
         if not fresh and self.path.exists():
             try:
                 data = json.loads(self.path.read_text())
-                if data.get("key") == json.loads(blob):
+                if data.get("key") == self.key:
                     self.rows = dict(data.get("rows", {}))
             except (OSError, ValueError):
                 self.rows = {}   # a damaged file is redone, not trusted
+
+    @classmethod
+    def for_run(cls, experiment: str, model_path: Path, corpus_dir: Path, settings: dict,
+                fresh: bool = False) -> "RowStore":
+        """The store of one experiment run: keyed by its settings, the model file's sha256, the
+        corpus and the code; kept under the corpus's cache directory."""
+        key = {"settings": settings, "corpus": Path(corpus_dir).name, "code": code_digest(),
+               "model_sha256": hashlib.sha256(Path(model_path).read_bytes()).hexdigest()}
+        return cls(experiment, Path(corpus_dir).parent, key, fresh)
 
     def get(self, name: str) -> dict | None:
         return self.rows.get(name)
@@ -200,8 +209,7 @@ class RowStore:
         self.rows[name] = row
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"key": json.loads(json.dumps(self.key, sort_keys=True, default=str)),
-                                   "rows": self.rows}, default=float))
+        tmp.write_text(json.dumps({"key": self.key, "rows": self.rows}, default=float))
         tmp.replace(self.path)
 
 

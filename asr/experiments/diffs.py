@@ -77,8 +77,6 @@ def run(quick: bool = False, model=None, preset: str = "default", updates: int =
         steps=None, budget: float = BUDGET, hash_k: int = HASH_K, seed: int = 0, corpus=None,
         config=None, progress: bool = True, out_dir=None, sizes: dict | None = None,
         medium: bool = False, prune_end: float | None = None, fresh: bool = False) -> dict:
-    import hashlib
-
     import torch
     from asr.cli import eval_config
     from asr.data import corpus as corpus_mod
@@ -125,10 +123,9 @@ def run(quick: bool = False, model=None, preset: str = "default", updates: int =
     # Finished updates are kept (rows, .azdiff files, the full updates' weights) so an
     # interrupted run resumes where it stopped, and a run with more --updates extends a shorter
     # one (update s depends on shifts 1..s only); the diff files are what the lineages replay.
-    store = C.RowStore("diffs", cdir.parent, fresh=fresh, key={
-        "settings": opts, "budget": budget, "hash_k": hash_k, "seed": seed,
-        "prune_end": prune_end, "preset": preset, "corpus": cdir.name, "code": C.code_digest(),
-        "model_sha256": hashlib.sha256(model_path.read_bytes()).hexdigest()})
+    store = C.RowStore.for_run("diffs", model_path, cdir, fresh=fresh, settings={
+        **opts, "budget": budget, "hash_k": hash_k, "seed": seed, "prune_end": prune_end,
+        "preset": preset})
     state_dir = store.path.with_suffix("")
     tmp = Path(out_dir) if out_dir else state_dir
     tmp.mkdir(parents=True, exist_ok=True)
