@@ -200,7 +200,8 @@ def build_sets(corpus_dir, n_test: int, n_tune: int, seed: int, progress: bool) 
              "tune_names": ("names", n_tune, "dev"), "tune_no_names": ("no_names", n_tune, "dev")}
     pools = _voice_pools(corpus_dir)
     key = [_CACHE_VERSION, n_test, n_tune, seed, contacts, appliances, pools["test"], pools["dev"]]
-    return _synth_sets(corpus_dir, "sets", key, 0, specs, contacts, appliances, seed, progress), counts
+    return _synth_sets(corpus_dir, "sets", key, 0, specs, pools, contacts, appliances, seed,
+                       progress), counts
 
 
 def novel_contacts(n: int, seed: int) -> list[str]:
@@ -225,9 +226,9 @@ def build_train_set(corpus_dir, n: int, seed: int, progress: bool) -> list[dict]
     TRAIN_APPLIANCES (disjoint from every test name), for asr.decode.neural_bias."""
     specs = {"train_names": ("names", n, "train")}
     contacts, appliances = novel_contacts(2000, seed), list(TRAIN_APPLIANCES)
-    key = [_CACHE_VERSION, seed, contacts, appliances, _voice_pools(corpus_dir)["train"],
-           sorted(specs.items())]
-    return _synth_sets(corpus_dir, "train", key, 10, specs, contacts, appliances, seed,
+    pools = _voice_pools(corpus_dir)
+    key = [_CACHE_VERSION, seed, contacts, appliances, pools["train"], sorted(specs.items())]
+    return _synth_sets(corpus_dir, "train", key, 10, specs, pools, contacts, appliances, seed,
                        progress)["train_names"]
 
 
@@ -237,16 +238,15 @@ def _voice_pools(corpus_dir) -> dict:
     return corpus_mod.voice_pools(corpus_mod.resolve_config(cfg))
 
 
-def _synth_sets(corpus_dir, label: str, key_parts: list, stream: int, specs: dict, contacts,
-                appliances, seed: int, progress: bool) -> dict:
+def _synth_sets(corpus_dir, label: str, key_parts: list, stream: int, specs: dict, pools: dict,
+                contacts, appliances, seed: int, progress: bool) -> dict:
     """Synthesize (or load from the corpus's biasing/ cache, file ``<label>-<hash of
-    key_parts>.npz``) sets named by `specs`: name -> (kind, count, voice pool). Set k draws its
-    texts and voices from the random stream (seed, 41, stream + k)."""
+    key_parts>.npz``) sets named by `specs`: name -> (kind, count, voice pool), voices from
+    `pools` (_voice_pools). Set k draws its texts and voices from the random stream
+    (seed, 41, stream + k)."""
     from tqdm import tqdm
     from asr.data.synth import ENGLISH_BASES, Voice
     corpus_dir = Path(corpus_dir)
-    cfg = json.loads((corpus_dir / "config.json").read_text())
-    pools = _voice_pools(corpus_dir)
     key = hashlib.sha256(json.dumps(key_parts).encode()).hexdigest()[:12]
     cache = corpus_dir / "biasing" / f"{label}-{key}.npz"
     if cache.exists():
@@ -258,6 +258,7 @@ def _synth_sets(corpus_dir, label: str, key_parts: list, stream: int, specs: dic
                 sets[name] = [{**m, "feats": feats[offs[i]:offs[i + 1]].astype(np.float32)}
                               for i, m in enumerate(meta[name])]
         return sets
+    cfg = json.loads((corpus_dir / "config.json").read_text())   # the voices' rate and pitch ranges
     sets = {}
     total = sum(s[1] for s in specs.values())
     bar = tqdm(total=total, desc=f"synthesize biasing {label}", unit="utt", file=sys.stderr,
