@@ -73,7 +73,8 @@ _NEG = -1e4                 # a finite "minus infinity": masked scores, gate off
 
 
 def default_path() -> Path:
-    """The pointer trained on the shipped model, shipped beside it (the module only: ~100 KB)."""
+    """The module trained on the shipped model, shipped beside it (the pointer and the jointly
+    trained prediction and joint networks: 1.6 MB)."""
     return Path(__file__).resolve().parents[2] / "models" / "neural_bias" / "model.npz"
 
 

@@ -29,11 +29,11 @@ User-perceived latency = the time the downstream response is ready - the true en
 Downstream (not simulated; assumptions with defaults NETWORK_MS, UPLINK_BITS_PER_S and
 DOWNSTREAM_MS, which --network-ms, --uplink-kbps and --downstream-ms replace with a user's own
 measured figures): a payload reaches the cloud network_ms + bytes / uplink rate after it is
-sent, and the response needs downstream_ms of work on
-the lattice (NLU, fulfilment). Without speculation that work starts when the final lattice
-arrives. With speculation it starts when a speculative lattice arrives; a reset cancels it
-(the work done until the reset arrives is wasted), a confirm lets it finish: ready at
-max(confirm arrival, speculative arrival + downstream_ms).
+sent, and the response needs downstream_ms of work on the lattice (NLU, fulfilment). Without
+speculation that work starts when the final lattice arrives. With speculation it starts when a
+speculative lattice arrives; a reset cancels it (the work done until the reset arrives is
+wasted), a confirm lets it finish: ready at max(confirm arrival, speculative arrival +
+downstream_ms).
 
 A cut-off is a final end-point taken before the true end of speech (the user was still
 going to speak). "Speculation right" = the share of speculative end-points later confirmed.
