@@ -131,6 +131,48 @@ def test_pick_weight_respects_the_no_names_bound():
     assert B.pick_weight(worse, base)["weight"] == 2.0      # none within: lowest summed WER
 
 
+def test_weights_grid_parsing_and_errors():
+    from azsim.errors import ConfigError
+    assert B.parse_weights("0.5/0, 0.5/1,1,0.5/0") == ((0.5, 0.0), (0.5, 1.0), (1.0, 0.0))
+    assert B.parse_weights([(0.25, 2), (1, 0)]) == ((0.25, 2.0), (1.0, 0.0))
+    for bad, words in (("", "0 pairs"), ("x", "'x' is not WEIGHT"), ("1/2/3", "is not WEIGHT"),
+                       ("21", "out of range"), ("0.5/-1", "out of range"), ("nan", "out of range"),
+                       (",".join(["1"] * (B.MAX_WEIGHT_PAIRS + 1)), "41 pairs")):
+        with pytest.raises(ConfigError, match=words) as err:
+            B.parse_weights(bad)
+        assert "--weights" in str(err.value) and "[0, 20]" in str(err.value)
+
+
+def test_tradeoff_curve_rows_and_zero_weight_is_the_baseline():
+    from asr.decode.biasing import BiasList
+    from asr.decode.toy import RandomRNNT
+    m = RandomRNNT(seed=3)
+    rng = np.random.default_rng(0)
+    prefixes = {"contact": ["call"], "appliance": ["the"]}
+
+    def utt(text, names):
+        enc = m.encode(rng.standard_normal((25, m.input_dim)).astype(np.float32), m.encoder_init())[0]
+        return {"text": text, "names": names, "enc": enc, "list": names + ["zed zulu", "lamp"]}
+
+    sets = {"names": [utt("call ann lee", ["ann lee"]), utt("turn on the fan", ["fan"])],
+            "no_names": [utt("stop", []), utt("what time is it", [])]}
+
+    def compile_list(names, w, eb, gated):
+        if gated:
+            return BiasList.compile_classes(B.bias_classes(names, prefixes), w, end_bonus=eb)
+        return BiasList.compile(names, w, end_bonus=eb)
+
+    rows = B.tradeoff_curve(m, sets, ((0.0, 0.0), (3.0, 2.0)), compile_list, beam=2)
+    assert [(r["gated"], r["weight"], r["end_bonus"]) for r in rows] == [
+        (False, 0.0, 0.0), (False, 3.0, 2.0), (True, 0.0, 0.0), (True, 3.0, 2.0)]
+    for r in rows:
+        if r["weight"] == 0.0:      # no boost, no bonus: the unbiased decode exactly
+            assert r["rel_wer_reduction_names"] == 0.0 and r["abs_wer_change_no_names"] == 0.0
+    base = B.set_wer(m, sets["names"], lambda r: None, 2)
+    assert rows[1]["wer_names"] == B.set_wer(m, sets["names"], lambda r: compile_list(r["list"], 3.0, 2.0, False), 2)
+    assert rows[1]["rel_wer_reduction_names"] == pytest.approx((base - rows[1]["wer_names"]) / base)
+
+
 def test_table_format():
     t = C.format_table([{"a": "x", "b": 0.5}, {"a": "yy", "b": None}], [("a", "A", "s"), ("b", "B", ".1%")], "T")
     assert t.splitlines()[0] == "T" and "50.0%" in t and t.splitlines()[-1].rstrip().endswith("-")
@@ -150,6 +192,8 @@ def test_experiment_command_registered_and_errors(tmp_path, capsys):
     assert rc == 2 and "model file not found" in capsys.readouterr().err
     rc = main(["experiment", "biasing", "--quick", "--beam", "0", "--model", str(tmp_path / "m.npz")])
     assert rc == 2 and "--beam" in capsys.readouterr().err
+    rc = main(["experiment", "biasing", "--quick", "--weights", "0.5/x", "--model", str(tmp_path / "m.npz")])
+    assert rc == 2 and "--weights: entry '0.5/x'" in capsys.readouterr().err
 
 
 def test_sizes_defaults_overrides_and_errors():

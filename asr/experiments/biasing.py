@@ -293,6 +293,65 @@ def _synth_sets(corpus_dir, label: str, key_parts: list, stream: int, specs: dic
     return sets
 
 
+MAX_WEIGHT_PAIRS = 40
+
+
+def parse_weights(spec, source: str = "--weights") -> tuple[tuple[float, float], ...]:
+    """The tuning grid: ``"0.5/0,0.5/1,1"`` or ``[(0.5, 0), (0.5, 1), (1, 0)]`` ->
+    ((0.5, 0.0), (0.5, 1.0), (1.0, 0.0)): (per-token weight, completion bonus) pairs, the bonus 0
+    where left out, duplicates dropped. ConfigError names the entry and the allowed range."""
+    from asr.decode.biasing import WEIGHT_RANGE
+    from azsim.errors import ConfigError
+    lo, hi = WEIGHT_RANGE
+    allowed = (f"1 to {MAX_WEIGHT_PAIRS} WEIGHT[/END_BONUS] pairs, comma-separated, each number in "
+               f"[{lo:g}, {hi:g}] (log-prob units)")
+    entries = ([e.strip() for e in spec.split(",")] if isinstance(spec, str)
+               else ["/".join(str(v) for v in e) if isinstance(e, (tuple, list)) else str(e) for e in spec])
+    if not entries or entries == [""] or len(entries) > MAX_WEIGHT_PAIRS:
+        raise ConfigError(f"{source}: {len(entries) if entries != [''] else 0} pairs; allowed: {allowed}")
+    out: dict[tuple[float, float], None] = {}
+    for e in entries:
+        parts = e.split("/")
+        try:
+            if len(parts) > 2:
+                raise ValueError(e)
+            w, eb = float(parts[0]), (float(parts[1]) if len(parts) == 2 else 0.0)
+        except ValueError:
+            raise ConfigError(f"{source}: entry {e!r} is not WEIGHT or WEIGHT/END_BONUS; "
+                              f"allowed: {allowed}") from None
+        if not (lo <= w <= hi and lo <= eb <= hi):     # also rejects nan
+            raise ConfigError(f"{source}: entry {e!r} is out of range; allowed: {allowed}")
+        out[(w, eb)] = None
+    return tuple(out)
+
+
+def set_wer(model, rows: list[dict], make_scorer, beam: int) -> float:
+    """WER of one set decoded with ``make_scorer(row)`` (a TokenScorer or None) per utterance."""
+    from asr.metrics import error_rates
+    return error_rates([r["text"] for r in rows],
+                       [decode(model, r["enc"], make_scorer(r), beam)[0] for r in rows])["wer"]
+
+
+def tradeoff_curve(model, sets: dict, grid, compile_list, beam: int, progress: bool = False) -> list[dict]:
+    """Every (weight, end bonus) of `grid` on the *test* sets, plain and after carrier words:
+    the names / no-names trade-off a user reads to see how far a goal is from the chosen point.
+    Not used to choose anything (the dev voices choose)."""
+    from tqdm import tqdm
+    base = {n: set_wer(model, sets[n], lambda r: None, beam) for n in ("names", "no_names")}
+    out = []
+    jobs = [(g, w, eb) for g in (False, True) for w, eb in grid]
+    for gated, w, eb in tqdm(jobs, desc="trade-off curve", unit="weight", file=sys.stderr,
+                             disable=not progress, leave=False):
+        wers = {n: set_wer(model, sets[n], lambda r: compile_list(r["list"], w, eb, gated), beam)
+                for n in ("names", "no_names")}
+        out.append({"gated": gated, "weight": w, "end_bonus": eb, "wer_names": wers["names"],
+                    "rel_wer_reduction_names": ((base["names"] - wers["names"]) / base["names"]
+                                                if base["names"] else None),
+                    "wer_no_names": wers["no_names"],
+                    "abs_wer_change_no_names": wers["no_names"] - base["no_names"]})
+    return out
+
+
 def pick_weight(rows: list[dict], base: dict) -> dict:
     """The tuning row with the lowest names WER among those that keep the no-names WER within
     NO_NAMES_SLACK of the unbiased decoder's (the goal's own bound, on the dev voices); if none
@@ -322,12 +381,14 @@ def name_recall(rows, hyps) -> float | None:
 
 
 def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int | None = None,
-        beam: int = 4, seed: int = 0, corpus=None, config=None, neural=None, progress: bool = True) -> dict:
+        beam: int = 4, seed: int = 0, corpus=None, config=None, neural=None, progress: bool = True,
+        weights=None, curve: bool = False) -> dict:
     from tqdm import tqdm
     from asr.decode.biasing import BiasList
     from asr.metrics import error_rates
 
     sizes = C.sizes(quick, QUICK, FULL, {"n_test": 1, "n_tune": 1}, n_test=n_test, n_tune=n_tune)
+    grid = WEIGHTS if weights is None else parse_weights(weights, "weights")
     clock = C.Clock()
     model_path = C.resolve_model(model)
     corpus_dir = C.corpus_dir_for(model_path, corpus, config)
@@ -352,16 +413,11 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
     # --- tune the boost weight on the dev-voice sets, for plain and prefix-gated fusion
     tune_rows = []
     for gated in (False, True):
-        for w, eb in WEIGHTS:
-            wers = {}
-            for name in ("tune_names", "tune_no_names"):
-                rows = sets[name]
-                hyps = [decode(fm, r["enc"], compile_list(r["list"], w, eb, gated), beam)[0] for r in rows]
-                wers[name] = error_rates([r["text"] for r in rows], hyps)["wer"]
+        for w, eb in grid:
+            wers = {name: set_wer(fm, sets[name], lambda r: compile_list(r["list"], w, eb, gated), beam)
+                    for name in ("tune_names", "tune_no_names")}
             tune_rows.append({"gated": gated, "weight": w, "end_bonus": eb, **wers})
-    base_tune = {name: error_rates([r["text"] for r in sets[name]],
-                                   [decode(fm, r["enc"], None, beam)[0] for r in sets[name]])["wer"]
-                 for name in ("tune_names", "tune_no_names")}
+    base_tune = {name: set_wer(fm, sets[name], lambda r: None, beam) for name in ("tune_names", "tune_no_names")}
     best_of = {g: pick_weight([r for r in tune_rows if r["gated"] == g], base_tune) for g in (False, True)}
     best = best_of[False]
     best_w, best_eb = best["weight"], best["end_bonus"]
@@ -405,9 +461,11 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
             neural_result = neural_bias.evaluate_experiment(
                 sets, fm, model_path, beam, seed, path=neural, progress=progress,
                 fusion=lambda names, w, eb: compile_list(names, w, eb, True),
-                fusion_label=" after carrier words", weights=WEIGHTS)
+                fusion_label=" after carrier words", weights=grid)
         except (ImportError, AttributeError, FileNotFoundError, ModelError) as err:
             neural_result = {"skipped": f"{type(err).__name__}: {err}"}
+
+    curve_rows = tradeoff_curve(fm, sets, grid, compile_list, beam, progress) if curve else None
 
     rows = []
     base_names = results["names"]["none"]["wer"]
@@ -455,7 +513,7 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
                        "chosen_end_bonus": best_eb, "chosen_weight_prefix": gw,
                        "chosen_end_bonus_prefix": geb},
             "carrier_prefixes": prefixes,
-            "rows": rows, "details": results, "neural": neural_result, "goals": goals,
+            "rows": rows, "details": results, "neural": neural_result, "goals": goals, "curve": curve_rows,
             "goal_note": "'0.2 absolute WER' read as 0.2 percentage points (0.002)",
             "seconds": {"sets": t_sets, "total": clock()}}
 
@@ -486,6 +544,13 @@ def format_tables(r: dict) -> str:
              f"{max(n['rare_appliance_train_counts'].values())}), {n['appliances_absent']} absent appliances",
              f"carrier words (the words before each slot in the training transcripts, >= 1% of its "
              f"occurrences): contacts {', '.join(cp['contact'])}; appliances {', '.join(cp['appliance'])}"]
+    if r.get("curve"):
+        parts.append(C.format_table(r["curve"], [
+            ("gated", "after carrier words", "s"), ("weight", "weight", "g"), ("end_bonus", "end bonus", "g"),
+            ("wer_names", "WER names", ".1%"), ("rel_wer_reduction_names", "rel. reduction", ".1%"),
+            ("wer_no_names", "WER no names", ".1%"), ("abs_wer_change_no_names", "change", "+.2%")],
+            f"Trade-off on the test sets, {LIST_SIZE} names, every tuning weight (--curve; for reading "
+            f"only: the rows above use the weights chosen on the dev voices)"))
     for method, g in r["goals"].items():
         parts.append(f"goals, {method}: " + ", ".join(f"{k}={'met' if v else 'NOT met'}" for k, v in g.items())
                      + f" ({r['goal_note']})")
@@ -520,6 +585,11 @@ def add_arguments(p) -> None:
     p.add_argument("--neural", default=None,
                    help="neural-biasing model file (default: models/neural_bias/model.npz when present)")
     p.add_argument("--no-neural", action="store_true", help="skip the neural-biasing row")
+    p.add_argument("--weights", default=None,
+                   help="boost weights tried on the dev voices, WEIGHT[/END_BONUS] pairs, e.g. "
+                        "'0.5/0,0.5/1,0.75' (default: " + ",".join(f"{w:g}/{e:g}" for w, e in WEIGHTS) + ")")
+    p.add_argument("--curve", action="store_true",
+                   help="also decode the test sets at every weight (the names / no-names trade-off)")
 
 
 def run_args(args) -> dict:
@@ -528,4 +598,5 @@ def run_args(args) -> dict:
         raise ConfigError(f"--beam: {args.beam}; allowed: an integer >= 1")
     return run(quick=args.quick, model=args.model, n_test=args.n_test, n_tune=args.n_tune, beam=args.beam,
                seed=args.seed, corpus=args.corpus, config=args.config,
-               neural=False if args.no_neural else args.neural, progress=not args.no_progress)
+               neural=False if args.no_neural else args.neural, progress=not args.no_progress,
+               weights=None if args.weights is None else parse_weights(args.weights), curve=args.curve)
