@@ -457,8 +457,7 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
     if neural is not False:
         from azsim.errors import ModelError
         try:
-            from asr.decode import neural_bias
-            neural_result = neural_bias.evaluate_experiment(
+            neural_result = evaluate_neural(
                 sets, fm, model_path, beam, seed, path=neural, progress=progress,
                 fusion=lambda names, w, eb: compile_list(names, w, eb, True),
                 fusion_label=" after carrier words", weights=grid)
@@ -569,6 +568,92 @@ def format_tables(r: dict) -> str:
         parts.append(f"neural biasing: not run ({nr['skipped']})")
     parts.append(f"took {r['seconds']['total']:.0f} s")
     return "\n\n".join(parts)
+
+
+def evaluate_neural(sets, fm, model_path, beam, seed, path=None, progress=True, fusion=None,
+                        fusion_label: str = "", weights=()) -> dict:
+    """Rows for asr.experiments.biasing: WER with the neural model (list bound per request), a
+    control with the spoken names taken out of the list, the jointly trained RNN-T alone, the
+    neural model with shallow fusion on top when `fusion` ((list, weight, end bonus) ->
+    TokenScorer) is given, its weight picked from `weights` on the dev-voice tuning sets as for
+    fusion alone (asr.experiments.biasing.pick_weight), and the module's chip cost."""
+    from tqdm import tqdm
+    from asr.decode.neural_bias import HEADS, NeuralBias, chip_cost, default_path
+    from asr.metrics import error_rates
+    nb = NeuralBias(path or default_path(), model_path)
+
+    def wer(rows, hyps) -> float:
+        return error_rates([r["text"] for r in rows], hyps)["wer"]
+
+    def run(rows, lists, desc, fuse=None):
+        hyps, secs = [], 0.0
+        for r, lst in tqdm(list(zip(rows, lists)), desc=desc, unit="utt", file=sys.stderr,
+                           disable=not progress, leave=False):
+            text, s = decode(nb.bind(lst), r["enc"], None if fuse is None else fuse(lst), beam)
+            hyps.append(text)
+            secs += s
+        return hyps, secs
+
+    results = {}
+    for name in ("names", "no_names"):
+        rows = sets[name]
+        hyps, secs = run(rows, [r["list"] for r in rows], f"neural bias {name}")
+        results[name] = {**error_rates([r["text"] for r in rows], hyps),
+                         "decode_ms_per_utt": 1e3 * secs / len(rows), "hyps": hyps}
+    # Control: each names-utterance's list with its spoken names swapped for other distractors.
+    # What remains of the gain there is not biasing toward the spoken name.
+    rows = sets["names"]
+    ctrl_lists = []
+    for r in rows:
+        spoken = set(r["names"])
+        others = [n for n in sets["no_names"][0]["list"] + r["list_large"] if n not in spoken]
+        ctrl_lists.append(list(dict.fromkeys([n for n in r["list"] if n not in spoken] + others))[:len(r["list"])])
+    ctrl, _ = run(rows, ctrl_lists, "neural bias control")
+    own = None
+    if nb.base is not nb.shipped:
+        # the jointly trained RNN-T without its pointer: what the list itself adds
+        own = {name: set_wer(nb.base, sets[name], lambda r: None, beam) for name in ("names", "no_names")}
+    label = (f"{HEADS}-head TCPGen, "
+             + ("joint with pred+joint nets" if nb.base is not nb.shipped else "base frozen"))
+    out = [{"method": f"neural biasing, {label} ({nb.meta['steps']} steps, {nb.meta['minutes']:.1f} min)",
+            "goal_name": "neural biasing", "weight": None, "wer_names": results["names"]["wer"],
+            "wer_no_names": results["no_names"]["wer"],
+            "name_recall": name_recall(sets["names"], results["names"]["hyps"]),
+            "decode_ms_per_utt": (results["names"]["decode_ms_per_utt"]
+                                  + results["no_names"]["decode_ms_per_utt"]) / 2},
+           {"method": "  control: spoken names left out of the list",
+            "weight": None, "wer_names": wer(rows, ctrl),
+            "wer_no_names": results["no_names"]["wer"], "name_recall": name_recall(rows, ctrl),
+            "decode_ms_per_utt": None}]
+    if own is not None:
+        out.append({"method": "  its jointly trained RNN-T alone (no list)", "weight": None,
+                    "wer_names": own["names"], "wer_no_names": own["no_names"], "decode_ms_per_utt": None})
+    tuning = None
+    if fusion is not None:
+        def tune_wer(name, fuse):
+            rows = sets[name]
+            return wer(rows, run(rows, [r["list"] for r in rows], f"neural tuning {name}", fuse)[0])
+
+        base_tune = {name: tune_wer(name, None) for name in ("tune_names", "tune_no_names")}
+        tune_rows = [{"weight": w, "end_bonus": eb,
+                      **{name: tune_wer(name, lambda lst, w=w, eb=eb: fusion(lst, w, eb))
+                         for name in ("tune_names", "tune_no_names")}} for w, eb in weights]
+        best = pick_weight(tune_rows, base_tune)
+        w, eb = best["weight"], best["end_bonus"]
+        tuning = {"weights": tune_rows, "baseline": base_tune, "chosen_weight": w, "chosen_end_bonus": eb}
+        fuse = lambda lst: fusion(lst, w, eb)   # noqa: E731
+        fused = {name: run(sets[name], [r["list"] for r in sets[name]], f"neural + fusion {name}", fuse)
+                 for name in ("names", "no_names")}
+        out.append({"method": f"  with shallow fusion{fusion_label}", "weight": f"{w:g}/{eb:g}",
+                    "goal_name": f"neural biasing with shallow fusion{fusion_label}",
+                    "wer_names": wer(sets["names"], fused["names"][0]),
+                    "wer_no_names": wer(sets["no_names"], fused["no_names"][0]),
+                    "name_recall": name_recall(sets["names"], fused["names"][0]),
+                    "decode_ms_per_utt": 1e3 * (fused["names"][1] / len(sets["names"])
+                                                + fused["no_names"][1] / len(sets["no_names"])) / 2})
+    cost = chip_cost(nb, n_names=len(sets["names"][0]["list"]) if sets["names"] else 100)
+    return {"rows": out, "meta": nb.meta, "fusion_tuning": tuning, "chip_cost": cost["rows"], "chip_note": cost["note"],
+            "memory_bytes_per_request": cost["memory_bytes_per_request"]}
 
 
 # ------------------------------------------------------------------ CLI glue (azsim.cli_experiment)
