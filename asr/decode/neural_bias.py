@@ -531,7 +531,7 @@ def chip_cost(nb: NeuralBias, n_names: int = 100, name_chars: int = 12, preset: 
                      f"masking, softmax division and mixing not modelled")}
 
 
-# ------------------------------------------------------------------ experiment hook
+# ------------------------------------------------------------------ training command
 def main(argv=None) -> int:
     import argparse
     ap = argparse.ArgumentParser(prog="python -m asr.decode.neural_bias",
