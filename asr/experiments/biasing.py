@@ -67,37 +67,42 @@ _NAME_INTENTS = {"call_contact", "send_message", "turn_on", "turn_off"}
 
 
 # ------------------------------------------------------------------ names and lists
-def train_counts(corpus_dir) -> tuple[dict, dict]:
-    contacts, appliances = {}, {}
+def _train_slots(corpus_dir) -> list[tuple[str, dict]]:
+    """(transcript, slot annotations) of every training utterance: one pass over train.jsonl."""
+    out = []
     with open(Path(corpus_dir) / "train.jsonl") as fh:
         for line in fh:
-            s = json.loads(line).get("slots") or {}
-            if "contact" in s:
-                contacts[s["contact"]] = contacts.get(s["contact"], 0) + 1
-            if "appliance" in s:
-                appliances[s["appliance"]] = appliances.get(s["appliance"], 0) + 1
+            rec = json.loads(line)
+            out.append((rec.get("text", ""), rec.get("slots") or {}))
+    return out
+
+
+def train_counts(corpus_dir, records=None) -> tuple[dict, dict]:
+    contacts, appliances = {}, {}
+    for _text, s in records if records is not None else _train_slots(corpus_dir):
+        if "contact" in s:
+            contacts[s["contact"]] = contacts.get(s["contact"], 0) + 1
+        if "appliance" in s:
+            appliances[s["appliance"]] = appliances.get(s["appliance"], 0) + 1
     return contacts, appliances
 
 
-def carrier_prefixes(corpus_dir, min_share: float = 0.01) -> dict[str, list[str]]:
+def carrier_prefixes(corpus_dir, min_share: float = 0.01, records=None) -> dict[str, list[str]]:
     """{"contact": [...], "appliance": [...]}: the words that precede each slot in the training
     transcripts (the manifest's slot annotations), those with at least `min_share` of the
     slot's occurrences. The assistant's own grammar, learned from data, not from the tests."""
     counts = {"contact": {}, "appliance": {}}
-    with open(Path(corpus_dir) / "train.jsonl") as fh:
-        for line in fh:
-            rec = json.loads(line)
-            slots = rec.get("slots") or {}
-            words = rec.get("text", "").split()
-            for slot, c in counts.items():
-                value = slots.get(slot)
-                if not isinstance(value, str):
-                    continue
-                v = value.split()
-                for i in range(1, len(words) - len(v) + 1):
-                    if words[i:i + len(v)] == v:
-                        c[words[i - 1]] = c.get(words[i - 1], 0) + 1
-                        break
+    for text, slots in records if records is not None else _train_slots(corpus_dir):
+        words = text.split()
+        for slot, c in counts.items():
+            value = slots.get(slot)
+            if not isinstance(value, str):
+                continue
+            v = value.split()
+            for i in range(1, len(words) - len(v) + 1):
+                if words[i:i + len(v)] == v:
+                    c[words[i - 1]] = c.get(words[i - 1], 0) + 1
+                    break
     out = {}
     for slot, c in counts.items():
         total = sum(c.values())
@@ -114,10 +119,10 @@ def bias_classes(names: list[str], prefixes: dict[str, list[str]]) -> list[tuple
     return [(c, prefixes[k]) for c, k in ((con, "contact"), (app, "appliance")) if c]
 
 
-def rare_names(corpus_dir) -> tuple[list[str], list[str], dict]:
+def rare_names(corpus_dir, records=None) -> tuple[list[str], list[str], dict]:
     from asr.data import grammar
     lists = grammar.slot_lists()
-    cc, ac = train_counts(corpus_dir)
+    cc, ac = train_counts(corpus_dir, records)
     contacts = [c for c in lists["contact"] if cc.get(c, 0) <= RARE_MAX_TRAIN_COUNT]
     known = set(lists["appliance"])
     rare_app = sorted(lists["appliance"], key=lambda a: (ac.get(a, 0), a))[:RAREST_APPLIANCES]
@@ -193,9 +198,11 @@ def _synth(text, voice, rng) -> np.ndarray:
     return features(pcm.astype(np.float32) / 32768.0, C.RATE_HZ)
 
 
-def build_sets(corpus_dir, n_test: int, n_tune: int, seed: int, progress: bool) -> tuple[dict, dict]:
-    """{'names', 'no_names', 'tune_names', 'tune_no_names'}: lists of {text, names, voice, feats}."""
-    contacts, appliances, counts = rare_names(corpus_dir)
+def build_sets(corpus_dir, n_test: int, n_tune: int, seed: int, progress: bool,
+               records=None) -> tuple[dict, dict]:
+    """{'names', 'no_names', 'tune_names', 'tune_no_names'}: lists of {text, names, voice, feats}.
+    `records`: _train_slots(corpus_dir) when the caller has read them already."""
+    contacts, appliances, counts = rare_names(corpus_dir, records)
     specs = {"names": ("names", n_test, "test"), "no_names": ("no_names", n_test, "test"),
              "tune_names": ("names", n_tune, "dev"), "tune_no_names": ("no_names", n_tune, "dev")}
     pools = _voice_pools(corpus_dir)
@@ -393,7 +400,8 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
     model_path = C.resolve_model(model)
     corpus_dir = C.corpus_dir_for(model_path, corpus, config)
     fm = C.load_float(model_path)
-    sets, name_counts = build_sets(corpus_dir, sizes["n_test"], sizes["n_tune"], seed, progress)
+    records = _train_slots(corpus_dir)
+    sets, name_counts = build_sets(corpus_dir, sizes["n_test"], sizes["n_tune"], seed, progress, records)
     t_sets = clock()
     pool = distractor_pool(seed, NOVEL_APPLIANCES)
     for k, name in enumerate(("names", "no_names", "tune_names", "tune_no_names")):
@@ -403,7 +411,7 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
             r["list"] = bias_list(r["names"], LIST_SIZE, pool, rng)
             r["list_large"] = bias_list(r["names"], LARGE_LIST_SIZE, pool, rng)
 
-    prefixes = carrier_prefixes(corpus_dir)
+    prefixes = carrier_prefixes(corpus_dir, records=records)
 
     def compile_list(names, w, eb, gated):
         if gated:
