@@ -420,11 +420,12 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
 
     # --- tune the boost weight on the dev-voice sets, for plain and prefix-gated fusion
     tune_rows = []
-    for gated in (False, True):
-        for w, eb in grid:
-            wers = {name: set_wer(fm, sets[name], lambda r: compile_list(r["list"], w, eb, gated), beam)
-                    for name in ("tune_names", "tune_no_names")}
-            tune_rows.append({"gated": gated, "weight": w, "end_bonus": eb, **wers})
+    jobs = [(gated, w, eb) for gated in (False, True) for w, eb in grid]
+    for gated, w, eb in tqdm(jobs, desc="tune boost weights (dev voices)", unit="weight", file=sys.stderr,
+                             disable=not progress, leave=False):
+        wers = {name: set_wer(fm, sets[name], lambda r: compile_list(r["list"], w, eb, gated), beam)
+                for name in ("tune_names", "tune_no_names")}
+        tune_rows.append({"gated": gated, "weight": w, "end_bonus": eb, **wers})
     base_tune = {name: set_wer(fm, sets[name], lambda r: None, beam) for name in ("tune_names", "tune_no_names")}
     best_of = {g: pick_weight([r for r in tune_rows if r["gated"] == g], base_tune) for g in (False, True)}
     best = best_of[False]
