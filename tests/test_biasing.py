@@ -453,6 +453,12 @@ def test_neural_bias_bad_files(tmp_path):
     np.savez(old, **bad)                                            # ... with the base's shapes
     with pytest.raises(ModelError, match="base.joint_out.weight"):
         NB.NeuralBias(old, base)
+    with np.load(base) as z:                                        # ... and finite values
+        shape = z["joint_out.weight"].shape
+    bad = dict(arrays, **{"base.joint_out.weight": np.full(shape, np.nan, np.float32)})
+    np.savez(old, **bad)
+    with pytest.raises(ModelError, match="old.npz on .*'joint_out.weight' contains NaN"):
+        NB.NeuralBias(old, base)
     del arrays["nb.keys.weight"]
     np.savez(old, **arrays)
     with pytest.raises(ModelError, match="keys.weight"):

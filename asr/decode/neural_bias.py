@@ -46,6 +46,8 @@ per-joint-step work as azsim graphs and runs them on the simulated chip for cycl
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import sys
 import time
@@ -303,7 +305,6 @@ def _repo_relative(path: Path) -> str:
 
 
 def file_sha256(path) -> str:
-    import hashlib
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
@@ -350,22 +351,25 @@ class NeuralBias:
         missing = [k for k in _WEIGHTS if k not in self.w]
         if missing:
             raise ModelError(f"{path}: missing neural-biasing weights {missing}")
-        if self.meta.get("base_sha256") != file_sha256(base_path):
+        base_bytes = Path(base_path).read_bytes()   # read once: hashed, then parsed
+        if self.meta.get("base_sha256") != hashlib.sha256(base_bytes).hexdigest():
             # the pointer learned where this base errs: on another base its gate means nothing
             raise ModelError(f"{path}: trained on another base model than {base_path} (base_sha256 "
                              f"{str(self.meta.get('base_sha256'))[:12]}...); retrain it with "
                              f"`python -m asr.decode.neural_bias --minutes 15`")
-        self.shipped = NumpyRNNT.load(base_path)
+        try:
+            with np.load(io.BytesIO(base_bytes), allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except Exception as err:  # zipfile/format errors of many kinds
+            raise ModelError(f"{base_path}: not a readable .npz model file ({type(err).__name__}: {err})") from None
+        self.shipped = NumpyRNNT.from_arrays(arrays, source=str(base_path))
         self.base = self.shipped
         if trained:   # jointly trained prediction / joint networks replace the shipped ones
-            with np.load(base_path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
             for k, v in trained.items():
                 if k.split(".")[0] not in JOINT_PARTS or k not in arrays or arrays[k].shape != v.shape:
                     raise ModelError(f"{path}: base.{k} {v.shape} is not a trained part of {base_path} "
                                      f"(allowed: {JOINT_PARTS} with the base's shapes)")
-                arrays[k] = v
-            self.base = NumpyRNNT(arrays, self.shipped.config, self.shipped.vocab, source=f"{path} on {base_path}")
+            self.base = NumpyRNNT.from_arrays({**arrays, **trained}, source=f"{path} on {base_path}")
         self.path = path
 
     def bind(self, names) -> "NeuralBiasRNNT":

@@ -90,44 +90,50 @@ class NumpyRNNT:
                 raw = {k: z[k] for k in z.files}
         except Exception as err:  # zipfile/format errors of many kinds: all mean "not our npz"
             raise ModelError(f"{path}: not a readable .npz model file ({type(err).__name__}: {err})") from None
+        return cls.from_arrays(raw, source=str(path))
+
+    @classmethod
+    def from_arrays(cls, raw: dict, source: str = "<memory>") -> "NumpyRNNT":
+        """A model from the arrays of an export (as np.load gives them), validated as ``load``
+        does; errors name `source`."""
         for key in ("format", "config_json", "vocab_json", "feat_mean", "feat_std"):
             if key not in raw:
-                raise ModelError(f"{path}: missing key {key!r} (expected an {FORMAT} export)")
+                raise ModelError(f"{source}: missing key {key!r} (expected an {FORMAT} export)")
         if str(raw["format"]) != FORMAT:
-            raise ModelError(f"{path}: key 'format' is {str(raw['format'])!r}, expected {FORMAT!r}")
+            raise ModelError(f"{source}: key 'format' is {str(raw['format'])!r}, expected {FORMAT!r}")
         try:
             cfg = json.loads(str(raw["config_json"]))
             vocab = json.loads(str(raw["vocab_json"]))
         except json.JSONDecodeError as err:
-            raise ModelError(f"{path}: key 'config_json'/'vocab_json' is not valid JSON ({err})") from None
+            raise ModelError(f"{source}: key 'config_json'/'vocab_json' is not valid JSON ({err})") from None
         required = ("input_dim", "encoder_layers", "encoder_dim", "pred_embed_dim", "pred_dim",
                     "pred_layers", "joint_dim", "vocab_size", "blank")
         for key in required:
             if not isinstance(cfg.get(key), int) or cfg[key] < 0:
-                raise ModelError(f"{path}: config_json field {key!r} = {cfg.get(key)!r} must be a "
+                raise ModelError(f"{source}: config_json field {key!r} = {cfg.get(key)!r} must be a "
                                  "non-negative integer")
         if cfg.get("bidirectional"):
-            raise ModelError(f"{path}: config_json field 'bidirectional' is true; only causal models "
+            raise ModelError(f"{source}: config_json field 'bidirectional' is true; only causal models "
                              "can be run for streaming inference")
         if not isinstance(vocab, list) or len(vocab) != cfg["vocab_size"]:
-            raise ModelError(f"{path}: vocab_json must list vocab_size = {cfg['vocab_size']} tokens")
+            raise ModelError(f"{source}: vocab_json must list vocab_size = {cfg['vocab_size']} tokens")
         expected = cls._expected_shapes(cfg)
         arrays = {}
         for key, shape in expected.items():
             if key not in raw:
-                raise ModelError(f"{path}: missing weight {key!r}")
+                raise ModelError(f"{source}: missing weight {key!r}")
             arr = raw[key]
             if arr.shape != shape:
-                raise ModelError(f"{path}: weight {key!r} has shape {arr.shape}, expected {shape}")
+                raise ModelError(f"{source}: weight {key!r} has shape {arr.shape}, expected {shape}")
             if not np.issubdtype(arr.dtype, np.floating):
-                raise ModelError(f"{path}: weight {key!r} has dtype {arr.dtype}, expected float32")
+                raise ModelError(f"{source}: weight {key!r} has dtype {arr.dtype}, expected float32")
             arr = arr.astype(np.float32)
             if not np.all(np.isfinite(arr)):
-                raise ModelError(f"{path}: weight {key!r} contains NaN or infinite values")
+                raise ModelError(f"{source}: weight {key!r} contains NaN or infinite values")
             arrays[key] = arr
         if np.any(arrays["feat_std"] <= 0):
-            raise ModelError(f"{path}: 'feat_std' must be > 0 everywhere")
-        return cls(arrays, cfg, vocab, source=str(path))
+            raise ModelError(f"{source}: 'feat_std' must be > 0 everywhere")
+        return cls(arrays, cfg, vocab, source=source)
 
     @staticmethod
     def _expected_shapes(cfg: dict) -> dict[str, tuple]:
