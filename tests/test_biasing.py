@@ -322,7 +322,9 @@ def test_pointer_prefix_tree_nodes_and_valid_tokens():
     assert tree.gate_depth(anna) == 4 and tree.gate_depth(0) == 0 and tree.gate_depth(DEAD) == 0
 
 
-def _tiny_neural(tmp_path, gate_bias: float, joint: bool = False):
+def _tiny_neural(tmp_path, gate_bias: float, joint=False):
+    """joint: False (base frozen), True (prediction and joint networks moved) or "all" (the
+    encoder too, as with train_encoder)."""
     torch = pytest.importorskip("torch")
     from asr.decode import neural_bias as NB
     from asr.model.rnnt import RNNT, ModelConfig
@@ -337,12 +339,13 @@ def _tiny_neural(tmp_path, gate_bias: float, joint: bool = False):
     from asr.model.export import export_npz
     base_path = export_npz(base, tmp_path / "base.npz")
     trained = None
-    if joint:   # as after joint training: the prediction and joint networks moved
+    if joint:   # as after joint training: the prediction and joint networks (and encoder) moved
+        parts = NB.JOINT_PARTS + (NB.ENCODER_PARTS if joint == "all" else ())
         with torch.no_grad():
             for n, p in base.named_parameters():
-                if n.split(".")[0] in NB.JOINT_PARTS:
+                if n.split(".")[0] in parts:
                     p.add_(0.3 * torch.randn_like(p))
-        trained = {k: v for k, v in base.state_dict().items() if k.split(".")[0] in NB.JOINT_PARTS}
+        trained = {k: v for k, v in base.state_dict().items() if k.split(".")[0] in parts}
     path = NB.save(tmp_path / "nb.npz", mod, {"steps": 0, "minutes": 0.0,
                                               "base_sha256": NB.file_sha256(base_path)}, trained_base=trained)
     return NB, NB.NeuralBias(path, base_path), base, mod
@@ -360,13 +363,14 @@ def _joint_grid(m, x, text):
     return m.joint(enc[:, None, :], np.stack(preds)[None])
 
 
-@pytest.mark.parametrize("joint", [False, True])
+@pytest.mark.parametrize("joint", [False, True, "all"])
 def test_neural_bias_numpy_matches_torch(tmp_path, joint):
-    """numpy inference == the torch module, with the base frozen or its prediction and joint
-    networks trained (read back from the file over the base model's)."""
+    """numpy inference == the torch module, with the base frozen, its prediction and joint
+    networks trained, or the whole RNN-T trained (read back from the file over the base's)."""
     import torch
     NB, nb, base, mod = _tiny_neural(tmp_path, gate_bias=0.5, joint=joint)
-    assert (nb.base is nb.shipped) != joint
+    assert (nb.base is nb.shipped) != bool(joint)
+    assert nb.own_encoder == (joint == "all")
     names = ["ann lee", "fridge", "o'neil"]
     m = nb.bind(names)
     x = np.random.default_rng(1).standard_normal((15, 240)).astype(np.float32)
@@ -445,8 +449,12 @@ def test_neural_bias_bad_files(tmp_path):
     np.savez(old, **arrays)
     with pytest.raises(ModelError, match="another base model"):
         NB.NeuralBias(old, other)
+    bad = dict(arrays, **{"base.feat_mean": np.zeros(240, np.float32)})
+    np.savez(old, **bad)                              # only the RNN-T's trainable parts may change
+    with pytest.raises(ModelError, match="base.feat_mean"):
+        NB.NeuralBias(old, base)
     bad = dict(arrays, **{"base.encoder.weight_ih_l0": np.zeros((4, 4), np.float32)})
-    np.savez(old, **bad)                                            # only JOINT_PARTS may change
+    np.savez(old, **bad)                                            # ... with the base's shapes
     with pytest.raises(ModelError, match="base.encoder.weight_ih_l0"):
         NB.NeuralBias(old, base)
     bad = dict(arrays, **{"base.joint_out.weight": np.zeros((3, 3), np.float32)})
@@ -480,12 +488,16 @@ def test_neural_bias_finetune_rejects_bad_base_lr(tmp_path):
     for bad in (-1e-4, 0.5):
         with pytest.raises(ConfigError, match="base_lr"):
             NB.finetune(tmp_path / "none.npz", tmp_path, base_lr=bad)
+    with pytest.raises(ConfigError, match="train_encoder needs base_lr > 0"):
+        NB.finetune(tmp_path / "none.npz", tmp_path, base_lr=0.0, train_encoder=True)
 
 
-def test_neural_bias_experiment_rows(tmp_path):
+@pytest.mark.parametrize("joint", [True, "all"])
+def test_neural_bias_experiment_rows(tmp_path, joint):
     """The experiment hook on a tiny jointly trained model: the neural row, its control, the
-    trained RNN-T alone, and fusion on top with its weight picked on the tuning sets."""
-    NB, nb, _, _ = _tiny_neural(tmp_path, gate_bias=0.0, joint=True)
+    trained RNN-T alone, and fusion on top with its weight picked on the tuning sets. A model
+    whose encoder was trained too is decoded from its own encoder outputs."""
+    NB, nb, _, _ = _tiny_neural(tmp_path, gate_bias=0.0, joint=joint)
     rng = np.random.default_rng(3)
     sets = {}
     for name in ("names", "no_names", "tune_names", "tune_no_names"):
@@ -493,7 +505,7 @@ def test_neural_bias_experiment_rows(tmp_path):
         for i in range(2):
             feats = rng.standard_normal((10, 240)).astype(np.float32)
             spoken = ["ann lee"] if "no_names" not in name else []
-            sets[name].append({"text": "call ann lee" if spoken else "stop", "names": spoken,
+            sets[name].append({"text": "call ann lee" if spoken else "stop", "names": spoken, "feats": feats,
                                "enc": nb.shipped.encode(feats, nb.shipped.encoder_init())[0],
                                "list": spoken + ["bob", "fridge"], "list_large": ["carol", "dan", "eve"]})
     tried = []
@@ -506,10 +518,15 @@ def test_neural_bias_experiment_rows(tmp_path):
     res = evaluate_neural(sets, nb.shipped, tmp_path / "base.npz", beam=2, seed=0, path=nb.path,
                           progress=False, fusion=fusion, weights=((0.5, 0.0), (1.0, 2.0)))
     methods = [r["method"].strip() for r in res["rows"]]
-    assert methods[0].startswith("neural biasing, 4-head TCPGen, joint")
+    assert methods[0].startswith("neural biasing, 4-head TCPGen, joint with "
+                                 + ("the whole RNN-T" if joint == "all" else "pred+joint nets"))
     assert methods[1:] == ["control: spoken names left out of the list",
                            "its jointly trained RNN-T alone (no list)", "with shallow fusion"]
     assert {(0.5, 0.0), (1.0, 2.0)} <= set(tried)
+    from asr.experiments.biasing import set_wer
+    own_enc = [dict(r, enc=nb.base.encode(r["feats"], nb.base.encoder_init())[0]) for r in sets["names"]]
+    assert res["rows"][2]["wer_names"] == set_wer(nb.base, own_enc if joint == "all" else sets["names"],
+                                                  lambda r: None, 2)
     assert res["fusion_tuning"]["chosen_weight"] in (0.5, 1.0)
     assert res["rows"][-1]["weight"] in ("0.5/0", "1/2")
     assert all(0.0 <= r["wer_names"] for r in res["rows"])

@@ -67,6 +67,7 @@ N_NOVEL = 1200              # synthesized commands naming contacts and appliance
 MAX_DEPTH = 8              # the gate's depth feature: characters into a name, capped
 BASE_LR = 1e-4              # the RNN-T's prediction and joint networks, trained with the pointer
 JOINT_PARTS = ("embed", "pred_lstm", "pred_proj", "joint_out")
+ENCODER_PARTS = ("encoder", "enc_proj")   # trained too with train_encoder (the whole RNN-T)
 GATE_BIAS_INIT = -3.0       # the gate starts near closed: training starts at the RNN-T's output
 FORMAT = "azsim-neural-bias-v3"
 SPACE = asr_text.VOCAB.index(" ")
@@ -206,10 +207,12 @@ def valid_masks(tree: PrefixTree, y: np.ndarray, y_lens: np.ndarray) -> tuple[np
 
 def finetune(model_path, corpus_dir, out_path=None, minutes: float = 15.0, seed: int = 0,
              batch_size: int = 16, lr: float = 3e-3, base_lr: float = BASE_LR, threads: int = 1,
-             n_novel: int = N_NOVEL, log=print) -> dict:
+             n_novel: int = N_NOVEL, train_encoder: bool = False, log=print) -> dict:
     """Train the pointer for `minutes` of wall clock, jointly with the RNN-T's prediction and
-    joint networks (JOINT_PARTS, at `base_lr`; 0 keeps the whole RNN-T frozen). The encoder
-    stays as shipped: the chip's encoder program and every cached encoder output stay valid."""
+    joint networks (JOINT_PARTS, at `base_lr`; 0 keeps the whole RNN-T frozen). By default the
+    encoder stays as shipped (the chip's encoder program and every cached encoder output stay
+    valid); `train_encoder` trains it too (ENCODER_PARTS), so the whole RNN-T moves with the
+    pointer and the file holds the encoder as well."""
     import torch
     from asr.data import corpus as corpus_mod
     from asr.experiments.biasing import NOVEL_APPLIANCES, bias_list, build_train_set, distractor_pool
@@ -223,9 +226,12 @@ def finetune(model_path, corpus_dir, out_path=None, minutes: float = 15.0, seed:
     model_path = Path(model_path)
     if not 0.0 <= base_lr <= 0.01:
         raise ConfigError(f"base_lr = {base_lr}; allowed: [0, 0.01]")
+    if train_encoder and base_lr == 0:
+        raise ConfigError("train_encoder needs base_lr > 0 (the encoder trains at base_lr)")
+    parts = JOINT_PARTS + (ENCODER_PARTS if train_encoder else ())
     base, _ = load_float_model(model_path)
     base.eval()
-    joint_params = [p for n, p in base.named_parameters() if n.split(".")[0] in JOINT_PARTS]
+    joint_params = [p for n, p in base.named_parameters() if n.split(".")[0] in parts]
     for p in base.parameters():
         p.requires_grad_(False)
     for p in joint_params if base_lr > 0 else []:
@@ -266,7 +272,7 @@ def finetune(model_path, corpus_dir, out_path=None, minutes: float = 15.0, seed:
         names = bias_list(names, TRAIN_LIST_SIZE, pool, rng)
         x, x_lens, y, y_lens = collate(examples, idx)
         valid, depth = (torch.from_numpy(a) for a in valid_masks(PrefixTree(names), y.numpy(), y_lens.numpy()))
-        with torch.no_grad():
+        with torch.set_grad_enabled(train_encoder):
             enc, _ = base.encode(x, x_lens)
         with torch.set_grad_enabled(base_lr > 0):
             pred = base.predict(y)
@@ -283,7 +289,7 @@ def finetune(model_path, corpus_dir, out_path=None, minutes: float = 15.0, seed:
         if step % 25 == 0:
             log(f"neural-bias step {step} min {(time.time() - t0) / 60:.2f} loss {np.mean(run[-25:]):.3f}")
     out_path = Path(out_path) if out_path else default_path()
-    trained = ({k: v for k, v in base.state_dict().items() if k.split(".")[0] in JOINT_PARTS}
+    trained = ({k: v for k, v in base.state_dict().items() if k.split(".")[0] in parts}
                if base_lr > 0 else {})
     save(out_path, mod, {"steps": step, "minutes": (time.time() - t0) / 60, "seed": seed,
                          "batch_size": batch_size, "lr": lr, "base_lr": base_lr, "heads": HEADS,
@@ -366,10 +372,13 @@ class NeuralBias:
         self.base = self.shipped
         if trained:   # jointly trained prediction / joint networks replace the shipped ones
             for k, v in trained.items():
-                if k.split(".")[0] not in JOINT_PARTS or k not in arrays or arrays[k].shape != v.shape:
+                if (k.split(".")[0] not in JOINT_PARTS + ENCODER_PARTS or k not in arrays
+                        or arrays[k].shape != v.shape):
                     raise ModelError(f"{path}: base.{k} {v.shape} is not a trained part of {base_path} "
-                                     f"(allowed: {JOINT_PARTS} with the base's shapes)")
+                                     f"(allowed: {JOINT_PARTS + ENCODER_PARTS} with the base's shapes)")
             self.base = NumpyRNNT.from_arrays({**arrays, **trained}, source=f"{path} on {base_path}")
+        # trained with its encoder (train_encoder): encoder outputs of the shipped model don't fit it
+        self.own_encoder = any(k.split(".")[0] in ENCODER_PARTS for k in trained)
         self.path = path
 
     def bind(self, names) -> "NeuralBiasRNNT":
@@ -548,12 +557,15 @@ def main(argv=None) -> int:
     ap.add_argument("--base-lr", type=float, default=BASE_LR,
                     help=f"learning rate of the RNN-T's prediction and joint networks, trained with "
                          f"the pointer (default {BASE_LR:g}; 0 keeps the RNN-T frozen)")
+    ap.add_argument("--train-encoder", action="store_true",
+                    help="train the encoder too (the whole RNN-T; the file then holds the encoder)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     from asr.experiments import common as C
     mp = C.resolve_model(a.model)
     cd = C.corpus_dir_for(mp, a.corpus)
-    r = finetune(mp, cd, a.out, minutes=a.minutes, seed=a.seed, threads=a.threads, base_lr=a.base_lr)
+    r = finetune(mp, cd, a.out, minutes=a.minutes, seed=a.seed, threads=a.threads, base_lr=a.base_lr,
+                 train_encoder=a.train_encoder)
     print(json.dumps(r))
     return 0
 

@@ -590,6 +590,9 @@ def evaluate_neural(sets, fm, model_path, beam, seed, path=None, progress=True, 
     from asr.decode.neural_bias import HEADS, NeuralBias, chip_cost, default_path
     from asr.metrics import error_rates
     nb = NeuralBias(path or default_path(), model_path)
+    if nb.own_encoder:   # its encoder was trained too: its own encoder outputs for every row
+        sets = {name: [dict(r, enc=nb.base.encode(r["feats"], nb.base.encoder_init())[0]) for r in rows]
+                for name, rows in sets.items()}
 
     def wer(rows, hyps) -> float:
         return error_rates([r["text"] for r in rows], hyps)["wer"]
@@ -623,7 +626,8 @@ def evaluate_neural(sets, fm, model_path, beam, seed, path=None, progress=True, 
         # the jointly trained RNN-T without its pointer: what the list itself adds
         own = {name: set_wer(nb.base, sets[name], lambda r: None, beam) for name in ("names", "no_names")}
     label = (f"{HEADS}-head TCPGen, "
-             + ("joint with pred+joint nets" if nb.base is not nb.shipped else "base frozen"))
+             + ("joint with the whole RNN-T" if nb.own_encoder
+                else "joint with pred+joint nets" if nb.base is not nb.shipped else "base frozen"))
     out = [{"method": f"neural biasing, {label} ({nb.meta['steps']} steps, {nb.meta['minutes']:.1f} min)",
             "goal_name": "neural biasing", "weight": None, "wer_names": results["names"]["wer"],
             "wer_no_names": results["no_names"]["wer"],
