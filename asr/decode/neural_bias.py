@@ -29,9 +29,10 @@ no name is in progress (dead node) the output is the RNN-T's (up to rounding).
 
 Training (``finetune``): the pointer and the RNN-T's prediction and joint networks
 (JOINT_PARTS) trained together with the RNN-T loss on the mixed distribution, for a bounded
-wall-clock time; the encoder stays as shipped (its outputs computed once per batch without
+wall-clock time; by default the encoder stays as shipped (its outputs computed without
 gradients), so the chip's encoder program is unchanged and the RNN-T learns to leave names to
-the pointer where the list has them. Half of each batch are synthesized commands (training
+the pointer where the list has them; ``--train-encoder`` trains the encoder too (the whole
+RNN-T), and the file then carries it. Half of each batch are synthesized commands (training
 voices) naming contacts and appliances that neither the corpus nor the test sets contain
 (asr.experiments.biasing.build_train_set), the rest corpus utterances with and without names.
 A batch shares one bias list: the names of its utterances (each kept with probability P_KEEP,
