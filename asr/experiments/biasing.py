@@ -339,24 +339,32 @@ def set_wer(model, rows: list[dict], make_scorer, beam: int) -> float:
                        [decode(model, r["enc"], make_scorer(r), beam)[0] for r in rows])["wer"]
 
 
+def grid_wers(model, sets: dict, set_names, grid, compile_list, beam: int, desc: str,
+              progress: bool = False) -> list[dict]:
+    """{gated, weight, end_bonus, <set name>: WER, ...} for every (weight, end bonus) of `grid`,
+    plain and after carrier words (``compile_list(names, w, eb, gated)``)."""
+    from tqdm import tqdm
+    out = []
+    jobs = [(g, w, eb) for g in (False, True) for w, eb in grid]
+    for gated, w, eb in tqdm(jobs, desc=desc, unit="weight", file=sys.stderr, disable=not progress,
+                             leave=False):
+        out.append({"gated": gated, "weight": w, "end_bonus": eb,
+                    **{n: set_wer(model, sets[n], lambda r: compile_list(r["list"], w, eb, gated), beam)
+                       for n in set_names}})
+    return out
+
+
 def tradeoff_curve(model, sets: dict, grid, compile_list, beam: int, progress: bool = False) -> list[dict]:
     """Every (weight, end bonus) of `grid` on the *test* sets, plain and after carrier words:
     the names / no-names trade-off a user reads to see how far a goal is from the chosen point.
     Not used to choose anything (the dev voices choose)."""
-    from tqdm import tqdm
     base = {n: set_wer(model, sets[n], lambda r: None, beam) for n in ("names", "no_names")}
-    out = []
-    jobs = [(g, w, eb) for g in (False, True) for w, eb in grid]
-    for gated, w, eb in tqdm(jobs, desc="trade-off curve", unit="weight", file=sys.stderr,
-                             disable=not progress, leave=False):
-        wers = {n: set_wer(model, sets[n], lambda r: compile_list(r["list"], w, eb, gated), beam)
-                for n in ("names", "no_names")}
-        out.append({"gated": gated, "weight": w, "end_bonus": eb, "wer_names": wers["names"],
-                    "rel_wer_reduction_names": ((base["names"] - wers["names"]) / base["names"]
-                                                if base["names"] else None),
-                    "wer_no_names": wers["no_names"],
-                    "abs_wer_change_no_names": wers["no_names"] - base["no_names"]})
-    return out
+    return [{"gated": r["gated"], "weight": r["weight"], "end_bonus": r["end_bonus"],
+             "wer_names": r["names"],
+             "rel_wer_reduction_names": (base["names"] - r["names"]) / base["names"] if base["names"] else None,
+             "wer_no_names": r["no_names"], "abs_wer_change_no_names": r["no_names"] - base["no_names"]}
+            for r in grid_wers(model, sets, ("names", "no_names"), grid, compile_list, beam,
+                               "trade-off curve", progress)]
 
 
 def pick_weight(rows: list[dict], base: dict) -> dict:
@@ -419,13 +427,8 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
         return BiasList.compile(names, w, end_bonus=eb)
 
     # --- tune the boost weight on the dev-voice sets, for plain and prefix-gated fusion
-    tune_rows = []
-    jobs = [(gated, w, eb) for gated in (False, True) for w, eb in grid]
-    for gated, w, eb in tqdm(jobs, desc="tune boost weights (dev voices)", unit="weight", file=sys.stderr,
-                             disable=not progress, leave=False):
-        wers = {name: set_wer(fm, sets[name], lambda r: compile_list(r["list"], w, eb, gated), beam)
-                for name in ("tune_names", "tune_no_names")}
-        tune_rows.append({"gated": gated, "weight": w, "end_bonus": eb, **wers})
+    tune_rows = grid_wers(fm, sets, ("tune_names", "tune_no_names"), grid, compile_list, beam,
+                          "tune boost weights (dev voices)", progress)
     base_tune = {name: set_wer(fm, sets[name], lambda r: None, beam) for name in ("tune_names", "tune_no_names")}
     best_of = {g: pick_weight([r for r in tune_rows if r["gated"] == g], base_tune) for g in (False, True)}
     best = best_of[False]
