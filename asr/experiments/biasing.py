@@ -473,7 +473,7 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
                 sets, fm, model_path, beam, seed, path=neural, progress=progress,
                 fusion=lambda names, w, eb: compile_list(names, w, eb, True),
                 fusion_label=" after carrier words", weights=grid)
-        except (ImportError, AttributeError, FileNotFoundError, ModelError) as err:
+        except (ImportError, FileNotFoundError, ModelError) as err:   # no usable file: the row says why
             neural_result = {"skipped": f"{type(err).__name__}: {err}"}
 
     curve_rows = tradeoff_curve(fm, sets, grid, compile_list, beam, progress) if curve else None
