@@ -531,3 +531,32 @@ def test_neural_bias_experiment_rows(tmp_path, joint):
     assert res["rows"][-1]["weight"] in ("0.5/0", "1/2")
     assert all(0.0 <= r["wer_names"] for r in res["rows"])
     assert res["chip_cost"] and res["memory_bytes_per_request"] > 0
+
+
+def test_neural_bias_kd_loss_is_zero_for_the_teacher_and_ignores_padding():
+    """The learning-without-forgetting term: KL(teacher || model) over valid lattice positions."""
+    torch = pytest.importorskip("torch")
+    from asr.decode import neural_bias as NB
+    from asr.model.rnnt import RNNT, ModelConfig
+    torch.manual_seed(0)
+    teacher = RNNT(ModelConfig(encoder_layers=1, encoder_dim=16, pred_embed_dim=8, pred_dim=16, joint_dim=12))
+    teacher.eval()
+    x = torch.randn(3, 9, 240)
+    x_lens = torch.tensor([9, 6, 4])
+    y = torch.tensor([[3, 4, 5], [6, 7, 0], [8, 0, 0]])
+    y_lens = torch.tensor([3, 2, 1])
+    with torch.no_grad():
+        enc, _ = teacher.encode(x, x_lens)
+        pred = teacher.predict(y)
+        lp = torch.log_softmax(teacher.joint(enc[:, :, None, :], pred[:, None, :, :]), -1)
+    rows = torch.tensor([1, 2])
+    assert float(NB._kd_loss(teacher, lp, x, x_lens, y, y_lens, rows)) == pytest.approx(0.0, abs=1e-6)
+    padded = lp.clone()
+    padded[1, 6:] = torch.log_softmax(torch.randn_like(padded[1, 6:]), -1)   # frames past T = 6
+    padded[2, :, 2:] = torch.log_softmax(torch.randn_like(padded[2, :, 2:]), -1)  # labels past U = 1
+    assert float(NB._kd_loss(teacher, padded, x, x_lens, y, y_lens, rows)) == pytest.approx(0.0, abs=1e-6)
+    moved = lp.clone()
+    moved[1, :2, :2] = torch.log_softmax(torch.randn_like(moved[1, :2, :2]) * 3, -1)
+    assert float(NB._kd_loss(teacher, moved, x, x_lens, y, y_lens, rows)) > 1e-3
+    with pytest.raises(ConfigError, match="kd_weight"):
+        NB.finetune("none.npz", ".", kd_weight=-1.0)

@@ -208,12 +208,16 @@ def valid_masks(tree: PrefixTree, y: np.ndarray, y_lens: np.ndarray) -> tuple[np
 
 def finetune(model_path, corpus_dir, out_path=None, minutes: float = 15.0, seed: int = 0,
              batch_size: int = 16, lr: float = 3e-3, base_lr: float = BASE_LR, threads: int = 1,
-             n_novel: int = N_NOVEL, train_encoder: bool = False, log=print) -> dict:
+             n_novel: int = N_NOVEL, train_encoder: bool = False, kd_weight: float = 0.0,
+             log=print) -> dict:
     """Train the pointer for `minutes` of wall clock, jointly with the RNN-T's prediction and
     joint networks (JOINT_PARTS, at `base_lr`; 0 keeps the whole RNN-T frozen). By default the
     encoder stays as shipped (the chip's encoder program and every cached encoder output stay
     valid); `train_encoder` trains it too (ENCODER_PARTS), so the whole RNN-T moves with the
-    pointer and the file holds the encoder as well."""
+    pointer and the file holds the encoder as well. `kd_weight` > 0 adds, on the batch's
+    utterances without names, the KL divergence from the frozen base model's output to the
+    biased model's (mean over lattice positions; learning without forgetting), so what the
+    RNN-T learns about names costs less on everything else."""
     import torch
     from asr.data import corpus as corpus_mod
     from asr.experiments.biasing import NOVEL_APPLIANCES, bias_list, build_train_set, distractor_pool
@@ -229,9 +233,17 @@ def finetune(model_path, corpus_dir, out_path=None, minutes: float = 15.0, seed:
         raise ConfigError(f"base_lr = {base_lr}; allowed: [0, 0.01]")
     if train_encoder and base_lr == 0:
         raise ConfigError("train_encoder needs base_lr > 0 (the encoder trains at base_lr)")
+    if not 0.0 <= kd_weight <= 1000.0:
+        raise ConfigError(f"kd_weight = {kd_weight}; allowed: [0, 1000]")
     parts = JOINT_PARTS + (ENCODER_PARTS if train_encoder else ())
     base, _ = load_float_model(model_path)
     base.eval()
+    teacher = None
+    if kd_weight > 0:
+        import copy
+        teacher = copy.deepcopy(base)
+        for p in teacher.parameters():
+            p.requires_grad_(False)
     joint_params = [p for n, p in base.named_parameters() if n.split(".")[0] in parts]
     for p in base.parameters():
         p.requires_grad_(False)
@@ -281,6 +293,9 @@ def finetune(model_path, corpus_dir, out_path=None, minutes: float = 15.0, seed:
             logits = base.joint(enc4, pred4)
         lp = mod.log_probs(enc4, pred4, logits, valid[:, None], depth[:, None])
         loss = rnnt_loss(lp, y, x_lens, y_lens, blank=base.cfg.blank).mean()
+        plain = [j for j, i in enumerate(idx) if not names_of[i]]
+        if teacher is not None and plain:
+            loss = loss + kd_weight * _kd_loss(teacher, lp, x, x_lens, y, y_lens, torch.tensor(plain))
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for grp in param_groups for p in grp["params"]], 5.0)
@@ -294,6 +309,7 @@ def finetune(model_path, corpus_dir, out_path=None, minutes: float = 15.0, seed:
                if base_lr > 0 else {})
     save(out_path, mod, {"steps": step, "minutes": (time.time() - t0) / 60, "seed": seed,
                          "batch_size": batch_size, "lr": lr, "base_lr": base_lr, "heads": HEADS,
+                         "kd_weight": kd_weight,
                          "joint_parts": sorted({k.split(".")[0] for k in trained}),
                          "train_list_size": TRAIN_LIST_SIZE, "p_keep": P_KEEP, "n_novel": n_novel,
                          "final_loss": float(np.mean(run[-25:])) if run else None,
@@ -301,6 +317,22 @@ def finetune(model_path, corpus_dir, out_path=None, minutes: float = 15.0, seed:
          trained_base=trained)
     return {"path": str(out_path), "steps": step, "minutes": (time.time() - t0) / 60,
             "final_loss": float(np.mean(run[-25:])) if run else None}
+
+
+def _kd_loss(teacher, lp, x, x_lens, y, y_lens, rows):
+    """Mean over `rows` of the mean KL(teacher || biased model) over each one's valid lattice
+    positions (t < T, u <= U); lp: the biased model's (B, T, U+1, V) log-probs."""
+    import torch
+    with torch.no_grad():
+        enc, _ = teacher.encode(x[rows], x_lens[rows])
+        pred = teacher.predict(y[rows])
+        ref = torch.log_softmax(teacher.joint(enc[:, :, None, :], pred[:, None, :, :]), -1)
+    out = lp[rows]
+    t_ok = torch.arange(out.shape[1])[None, :, None] < x_lens[rows][:, None, None]
+    u_ok = torch.arange(out.shape[2])[None, None, :] <= y_lens[rows][:, None, None]
+    mask = (t_ok & u_ok).to(out.dtype)
+    kl = (ref.exp() * (ref - out)).sum(-1)
+    return ((kl * mask).sum((1, 2)) / mask.sum((1, 2))).mean()
 
 
 def _repo_relative(path: Path) -> str:
@@ -560,13 +592,16 @@ def main(argv=None) -> int:
                          f"the pointer (default {BASE_LR:g}; 0 keeps the RNN-T frozen)")
     ap.add_argument("--train-encoder", action="store_true",
                     help="train the encoder too (the whole RNN-T; the file then holds the encoder)")
+    ap.add_argument("--kd-weight", type=float, default=0.0,
+                    help="weight of the KL to the frozen base model on utterances without names "
+                         "(default 0: off)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     from asr.experiments import common as C
     mp = C.resolve_model(a.model)
     cd = C.corpus_dir_for(mp, a.corpus)
     r = finetune(mp, cd, a.out, minutes=a.minutes, seed=a.seed, threads=a.threads, base_lr=a.base_lr,
-                 train_encoder=a.train_encoder)
+                 train_encoder=a.train_encoder, kd_weight=a.kd_weight)
     print(json.dumps(r))
     return 0
 
