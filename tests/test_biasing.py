@@ -488,7 +488,7 @@ def test_neural_bias_finetune_rejects_bad_base_lr(tmp_path):
     for bad in (-1e-4, 0.5):
         with pytest.raises(ConfigError, match="base_lr"):
             NB.finetune(tmp_path / "none.npz", tmp_path, base_lr=bad)
-    with pytest.raises(ConfigError, match="train_encoder needs base_lr > 0"):
+    with pytest.raises(ConfigError, match="frozen-encoder turns it off.*needs base_lr > 0"):
         NB.finetune(tmp_path / "none.npz", tmp_path, base_lr=0.0, train_encoder=True)
 
 

@@ -1,6 +1,6 @@
 """Neural context biasing: a tree-constrained pointer generator (TCPGen; Sun et al. 2021) on the
 RNN-T: multi-head attention over embeddings of the bias list's prefix-tree nodes, trained
-jointly with the RNN-T's prediction and joint networks.
+jointly with the whole RNN-T.
 
 Why not the plain context-aware transducer (attention over one embedding per name, added to the
 encoder and predictor outputs)? We trained that design first (12 minutes, 1283 steps on 2 cores):
@@ -27,12 +27,13 @@ until the next space. At every joint step (frame t, hypothesis u):
 So the module can only move probability toward tokens that continue a listed name, and where
 no name is in progress (dead node) the output is the RNN-T's (up to rounding).
 
-Training (``finetune``): the pointer and the RNN-T's prediction and joint networks
-(JOINT_PARTS) trained together with the RNN-T loss on the mixed distribution, for a bounded
-wall-clock time; by default the encoder stays as shipped (its outputs computed without
-gradients), so the chip's encoder program is unchanged and the RNN-T learns to leave names to
-the pointer where the list has them; ``--train-encoder`` trains the encoder too (the whole
-RNN-T), and the file then carries it. Half of each batch are synthesized commands (training
+Training (``finetune``): the pointer and the RNN-T (JOINT_PARTS + ENCODER_PARTS: all of it)
+trained together with the RNN-T loss on the mixed distribution, for a bounded wall-clock time,
+plus learning without forgetting: on the batch's utterances without names, KD_WEIGHT times the
+KL divergence from the frozen base model's output (the jointly trained RNN-T otherwise drifts
+on name-free speech). ``--frozen-encoder`` keeps the encoder as shipped (the chip's encoder
+program and cached encoder outputs then stay valid, and the file is 1.6 MB instead of 8 MB).
+Half of each batch are synthesized commands (training
 voices) naming contacts and appliances that neither the corpus nor the test sets contain
 (asr.experiments.biasing.build_train_set), the rest corpus utterances with and without names.
 A batch shares one bias list: the names of its utterances (each kept with probability P_KEEP,
@@ -68,7 +69,8 @@ N_NOVEL = 1200              # synthesized commands naming contacts and appliance
 MAX_DEPTH = 8              # the gate's depth feature: characters into a name, capped
 BASE_LR = 1e-4              # the RNN-T's prediction and joint networks, trained with the pointer
 JOINT_PARTS = ("embed", "pred_lstm", "pred_proj", "joint_out")
-ENCODER_PARTS = ("encoder", "enc_proj")   # trained too with train_encoder (the whole RNN-T)
+ENCODER_PARTS = ("encoder", "enc_proj")   # trained too unless the encoder is kept frozen
+KD_WEIGHT = 30.0            # KL to the frozen base on name-free utterances (learning without forgetting)
 GATE_BIAS_INIT = -3.0       # the gate starts near closed: training starts at the RNN-T's output
 FORMAT = "azsim-neural-bias-v3"
 SPACE = asr_text.VOCAB.index(" ")
@@ -78,7 +80,7 @@ _NEG = -1e4                 # a finite "minus infinity": masked scores, gate off
 
 def default_path() -> Path:
     """The module trained on the shipped model, shipped beside it (the pointer and the jointly
-    trained prediction and joint networks: 1.6 MB)."""
+    trained RNN-T: 8 MB)."""
     return Path(__file__).resolve().parents[2] / "models" / "neural_bias" / "model.npz"
 
 
@@ -208,13 +210,13 @@ def valid_masks(tree: PrefixTree, y: np.ndarray, y_lens: np.ndarray) -> tuple[np
 
 def finetune(model_path, corpus_dir, out_path=None, minutes: float = 15.0, seed: int = 0,
              batch_size: int = 16, lr: float = 3e-3, base_lr: float = BASE_LR, threads: int = 1,
-             n_novel: int = N_NOVEL, train_encoder: bool = False, kd_weight: float = 0.0,
+             n_novel: int = N_NOVEL, train_encoder: bool = True, kd_weight: float = KD_WEIGHT,
              log=print) -> dict:
     """Train the pointer for `minutes` of wall clock, jointly with the RNN-T's prediction and
-    joint networks (JOINT_PARTS, at `base_lr`; 0 keeps the whole RNN-T frozen). By default the
-    encoder stays as shipped (the chip's encoder program and every cached encoder output stay
-    valid); `train_encoder` trains it too (ENCODER_PARTS), so the whole RNN-T moves with the
-    pointer and the file holds the encoder as well. `kd_weight` > 0 adds, on the batch's
+    joint networks (JOINT_PARTS, at `base_lr`; 0 keeps the whole RNN-T frozen) and, with
+    `train_encoder` (the default), its encoder (ENCODER_PARTS): the whole RNN-T moves with the
+    pointer and the file holds the encoder as well. Without it the encoder stays as shipped (the
+    chip's encoder program and every cached encoder output stay valid). `kd_weight` > 0 adds, on the batch's
     utterances without names, the KL divergence from the frozen base model's output to the
     biased model's (mean over lattice positions; learning without forgetting), so what the
     RNN-T learns about names costs less on everything else."""
@@ -232,7 +234,8 @@ def finetune(model_path, corpus_dir, out_path=None, minutes: float = 15.0, seed:
     if not 0.0 <= base_lr <= 0.01:
         raise ConfigError(f"base_lr = {base_lr}; allowed: [0, 0.01]")
     if train_encoder and base_lr == 0:
-        raise ConfigError("train_encoder needs base_lr > 0 (the encoder trains at base_lr)")
+        raise ConfigError("train_encoder (the default; --frozen-encoder turns it off) needs "
+                          "base_lr > 0: the encoder trains at base_lr")
     if not 0.0 <= kd_weight <= 1000.0:
         raise ConfigError(f"kd_weight = {kd_weight}; allowed: [0, 1000]")
     parts = JOINT_PARTS + (ENCODER_PARTS if train_encoder else ())
@@ -348,7 +351,7 @@ def file_sha256(path) -> str:
 
 
 def save(out_path, mod, meta: dict, trained_base: dict | None = None) -> Path:
-    """The module's weights under ``nb.*``, the jointly trained RNN-T parts (JOINT_PARTS) under
+    """The module's weights under ``nb.*``, the jointly trained RNN-T parts under
     ``base.*``, and the meta, which must name the sha256 of the base model they were trained
     from: the file holds what changed, the rest is read from that base."""
     out_path = Path(out_path)
@@ -590,18 +593,19 @@ def main(argv=None) -> int:
     ap.add_argument("--base-lr", type=float, default=BASE_LR,
                     help=f"learning rate of the RNN-T's prediction and joint networks, trained with "
                          f"the pointer (default {BASE_LR:g}; 0 keeps the RNN-T frozen)")
-    ap.add_argument("--train-encoder", action="store_true",
-                    help="train the encoder too (the whole RNN-T; the file then holds the encoder)")
-    ap.add_argument("--kd-weight", type=float, default=0.0,
-                    help="weight of the KL to the frozen base model on utterances without names "
-                         "(default 0: off)")
+    ap.add_argument("--frozen-encoder", action="store_true",
+                    help="keep the encoder as shipped: train the pointer with the prediction and "
+                         "joint networks only (a 1.6 MB file instead of 8 MB)")
+    ap.add_argument("--kd-weight", type=float, default=KD_WEIGHT,
+                    help=f"weight of the KL to the frozen base model on utterances without names "
+                         f"(default {KD_WEIGHT:g}; 0: off)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     from asr.experiments import common as C
     mp = C.resolve_model(a.model)
     cd = C.corpus_dir_for(mp, a.corpus)
     r = finetune(mp, cd, a.out, minutes=a.minutes, seed=a.seed, threads=a.threads, base_lr=a.base_lr,
-                 train_encoder=a.train_encoder, kd_weight=a.kd_weight)
+                 train_encoder=not a.frozen_encoder, kd_weight=a.kd_weight)
     print(json.dumps(r))
     return 0
 
