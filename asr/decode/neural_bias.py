@@ -33,9 +33,9 @@ plus learning without forgetting: on the batch's utterances without names, KD_WE
 KL divergence from the frozen base model's output (the jointly trained RNN-T otherwise drifts
 on name-free speech). ``--frozen-encoder`` keeps the encoder as shipped (the chip's encoder
 program and cached encoder outputs then stay valid, and the file is 1.6 MB instead of 8 MB).
-Half of each batch are synthesized commands (training
-voices) naming contacts and appliances that neither the corpus nor the test sets contain
-(asr.experiments.biasing.build_train_set), the rest corpus utterances with and without names.
+Half of each batch are synthesized commands (training voices) naming contacts and appliances
+that neither the corpus nor the test sets contain (asr.experiments.biasing.build_train_set),
+the rest corpus utterances with and without names.
 A batch shares one bias list: the names of its utterances (each kept with probability P_KEEP,
 so the gate also learns lists that miss the spoken name) plus distractor names up to
 TRAIN_LIST_SIZE, the list size of the test requests. The file holds the pointer and the
@@ -67,7 +67,7 @@ TRAIN_LIST_SIZE = 100
 P_KEEP = 0.8
 N_NOVEL = 1200              # synthesized commands naming contacts and appliances no corpus has
 MAX_DEPTH = 8              # the gate's depth feature: characters into a name, capped
-BASE_LR = 1e-4              # the RNN-T's prediction and joint networks, trained with the pointer
+BASE_LR = 1e-4              # the RNN-T's learning rate, trained with the pointer
 JOINT_PARTS = ("embed", "pred_lstm", "pred_proj", "joint_out")
 ENCODER_PARTS = ("encoder", "enc_proj")   # trained too unless the encoder is kept frozen
 KD_WEIGHT = 30.0            # KL to the frozen base on name-free utterances (learning without forgetting)
@@ -216,10 +216,10 @@ def finetune(model_path, corpus_dir, out_path=None, minutes: float = 15.0, seed:
     joint networks (JOINT_PARTS, at `base_lr`; 0 keeps the whole RNN-T frozen) and, with
     `train_encoder` (the default), its encoder (ENCODER_PARTS): the whole RNN-T moves with the
     pointer and the file holds the encoder as well. Without it the encoder stays as shipped (the
-    chip's encoder program and every cached encoder output stay valid). `kd_weight` > 0 adds, on the batch's
-    utterances without names, the KL divergence from the frozen base model's output to the
-    biased model's (mean over lattice positions; learning without forgetting), so what the
-    RNN-T learns about names costs less on everything else."""
+    chip's encoder program and every cached encoder output stay valid). `kd_weight` > 0 adds,
+    on the batch's utterances without names, the KL divergence from the frozen base model's
+    output to the biased model's (mean over lattice positions; learning without forgetting), so
+    what the RNN-T learns about names costs less on everything else."""
     import torch
     from asr.data import corpus as corpus_mod
     from asr.experiments.biasing import NOVEL_APPLIANCES, bias_list, build_train_set, distractor_pool
@@ -406,7 +406,7 @@ class NeuralBias:
             raise ModelError(f"{base_path}: not a readable .npz model file ({type(err).__name__}: {err})") from None
         self.shipped = NumpyRNNT.from_arrays(arrays, source=str(base_path))
         self.base = self.shipped
-        if trained:   # jointly trained prediction / joint networks replace the shipped ones
+        if trained:   # the jointly trained parts replace the shipped ones
             for k, v in trained.items():
                 if (k.split(".")[0] not in JOINT_PARTS + ENCODER_PARTS or k not in arrays
                         or arrays[k].shape != v.shape):
@@ -591,8 +591,8 @@ def main(argv=None) -> int:
     ap.add_argument("--minutes", type=float, default=15.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--base-lr", type=float, default=BASE_LR,
-                    help=f"learning rate of the RNN-T's prediction and joint networks, trained with "
-                         f"the pointer (default {BASE_LR:g}; 0 keeps the RNN-T frozen)")
+                    help=f"learning rate of the RNN-T, trained with the pointer (default "
+                         f"{BASE_LR:g}; 0 keeps the RNN-T frozen, with --frozen-encoder)")
     ap.add_argument("--frozen-encoder", action="store_true",
                     help="keep the encoder as shipped: train the pointer with the prediction and "
                          "joint networks only (a 1.6 MB file instead of 8 MB)")
