@@ -515,7 +515,7 @@ def test_neural_bias_experiment_rows(tmp_path, joint):
         return BiasList.compile(names, w, end_bonus=eb)
 
     from asr.experiments.biasing import evaluate_neural
-    res = evaluate_neural(sets, nb.shipped, tmp_path / "base.npz", beam=2, seed=0, path=nb.path,
+    res = evaluate_neural(sets, tmp_path / "base.npz", beam=2, path=nb.path,
                           progress=False, fusion=fusion, weights=((0.5, 0.0), (1.0, 2.0)))
     methods = [r["method"].strip() for r in res["rows"]]
     assert methods[0].startswith("neural biasing, 4-head TCPGen, joint with "

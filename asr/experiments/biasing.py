@@ -470,7 +470,7 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
         from azsim.errors import ModelError
         try:
             neural_result = evaluate_neural(
-                sets, fm, model_path, beam, seed, path=neural, progress=progress,
+                sets, model_path, beam, path=neural, progress=progress,
                 fusion=lambda names, w, eb: compile_list(names, w, eb, True),
                 fusion_label=" after carrier words", weights=grid)
         except (ImportError, FileNotFoundError, ModelError) as err:   # no usable file: the row says why
@@ -582,13 +582,14 @@ def format_tables(r: dict) -> str:
     return "\n\n".join(parts)
 
 
-def evaluate_neural(sets, fm, model_path, beam, seed, path=None, progress=True, fusion=None,
-                        fusion_label: str = "", weights=()) -> dict:
-    """Rows for asr.experiments.biasing: WER with the neural model (list bound per request), a
-    control with the spoken names taken out of the list, the jointly trained RNN-T alone, the
-    neural model with shallow fusion on top when `fusion` ((list, weight, end bonus) ->
-    TokenScorer) is given, its weight picked from `weights` on the dev-voice tuning sets as for
-    fusion alone (asr.experiments.biasing.pick_weight), and the module's chip cost."""
+def evaluate_neural(sets, model_path, beam, path=None, progress=True, fusion=None,
+                    fusion_label: str = "", weights=()) -> dict:
+    """The neural-biasing rows (asr.decode.neural_bias, the file at `path` trained on the model
+    at `model_path`): WER with the list bound per request, a control with the spoken names
+    taken out of the list, the jointly trained RNN-T alone, the neural model with shallow fusion
+    on top when `fusion` ((list, weight, end bonus) -> TokenScorer) is given, its weight picked
+    from `weights` on the dev-voice tuning sets as for fusion alone (pick_weight), and the
+    module's chip cost."""
     from tqdm import tqdm
     from asr.decode.neural_bias import HEADS, NeuralBias, chip_cost, default_path
     from asr.metrics import error_rates
