@@ -5,9 +5,10 @@ punctuation and digits-vs-words never count as errors.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jiwer
+import numpy as np
 
 from asr.text import normalize
 
@@ -42,6 +43,32 @@ def error_rates(refs: Sequence[str], hyps: Sequence[str]) -> dict:
     return {"wer": we / wn if wn else (0.0 if we == 0 else float("inf")),
             "cer": ce / cn if cn else (0.0 if ce == 0 else float("inf")),
             "n": len(refs), "ref_words": wn, "word_errors": we, "ref_chars": cn, "char_errors": ce}
+
+
+def utterance_word_errors(refs: Sequence[str], hyps: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(word errors, reference words) of each utterance, as error_rates counts them."""
+    refs, hyps = _normalized(refs, hyps)
+    pairs = [_rates([r], [h], chars=False) for r, h in zip(refs, hyps)]
+    return (np.array([e for e, _ in pairs], np.int64).reshape(-1),
+            np.array([n for _, n in pairs], np.int64).reshape(-1))
+
+
+def paired_bootstrap(words: np.ndarray, errors_a: np.ndarray, errors_b: np.ndarray,
+                     stat: Callable[[np.ndarray, np.ndarray], np.ndarray], n: int = 1000,
+                     seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of ``stat(wer_a, wer_b)`` over `n` resamples of the utterances (the
+    same utterances for both systems: a paired bootstrap). `words`, `errors_a`, `errors_b`:
+    per-utterance counts (utterance_word_errors); stat takes arrays of resampled WERs."""
+    words, errors_a, errors_b = (np.asarray(a, np.float64) for a in (words, errors_a, errors_b))
+    if not (words.shape == errors_a.shape == errors_b.shape) or words.ndim != 1 or words.size == 0:
+        raise ValueError(f"per-utterance counts must be equal-length 1-D arrays, got "
+                         f"{words.shape}, {errors_a.shape}, {errors_b.shape}")
+    idx = np.random.default_rng(seed).integers(0, words.size, (n, words.size))
+    w = words[idx].sum(1)
+    w = np.where(w > 0, w, np.nan)      # a resample of empty references has no WER
+    values = stat(errors_a[idx].sum(1) / w, errors_b[idx].sum(1) / w)
+    lo, hi = np.nanpercentile(values, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
 
 
 def digit_accuracy(refs: Sequence[str], hyps: Sequence[str]) -> float:

@@ -113,6 +113,27 @@ def test_bias_list_contains_true_names_and_is_deterministic():
     assert len(B.bias_list([], 1000, pool, np.random.default_rng(2))) == 1000
 
 
+def test_paired_bootstrap_intervals():
+    from asr.metrics import error_rates, paired_bootstrap, utterance_word_errors
+    refs = ["call ann lee", "stop", "turn on the fan", "what time is it"]
+    hyps = ["call an lee", "stop", "turn on fan", "what time is it now"]
+    e, w = utterance_word_errors(refs, hyps)
+    agg = error_rates(refs, hyps)
+    assert list(e) == [1, 0, 1, 1] and list(w) == [3, 1, 4, 4]
+    assert e.sum() == agg["word_errors"] and w.sum() == agg["ref_words"]
+    same = paired_bootstrap(w, e, e, lambda a, b: b - a)
+    assert same == (0.0, 0.0)                     # identical systems: no difference at all
+    lo, hi = paired_bootstrap(w, e, np.zeros_like(e), lambda a, b: b - a, n=500)
+    assert -agg["wer"] - 0.5 < lo <= hi <= 0.0    # a perfect system is never worse
+    assert paired_bootstrap(w, e, e, lambda a, b: b - a, seed=1) == same
+    with pytest.raises(ValueError, match="equal-length"):
+        paired_bootstrap(w, e[:2], e, lambda a, b: b - a)
+    per_utt = {"names": {"none": (e, w), "x": (np.zeros_like(e), w)},
+               "no_names": {"none": (e, w), "x": (e, w)}}
+    ci = B._intervals(per_utt, "x")
+    assert ci["change_ci95"] == [0.0, 0.0] and ci["rel_ci95"][1] == pytest.approx(1.0)
+
+
 def test_name_recall():
     rows = [{"names": ["ann lee"]}, {"names": ["fan"]}, {"names": []}]
     assert B.name_recall(rows, ["call ann lee", "turn on the fan", "stop"]) == 1.0

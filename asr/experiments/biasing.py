@@ -367,6 +367,19 @@ def tradeoff_curve(model, sets: dict, grid, compile_list, beam: int, progress: b
                                "trade-off curve", progress)]
 
 
+def _intervals(per_utt: dict, cond: str) -> dict:
+    """95 % paired-bootstrap intervals of a condition's relative WER reduction on names and its
+    WER change on name-free utterances, against no biasing (per_utt: set -> condition ->
+    (word errors, reference words) per utterance)."""
+    from asr.metrics import paired_bootstrap
+    out = {}
+    for name, key, stat in (("names", "rel_ci95", lambda a, b: (a - b) / np.where(a > 0, a, np.nan)),
+                            ("no_names", "change_ci95", lambda a, b: b - a)):
+        (e0, words), (e1, _) = per_utt[name]["none"], per_utt[name][cond]
+        out[key] = list(paired_bootstrap(words, e0, e1, stat)) if words.size else None
+    return out
+
+
 def pick_weight(rows: list[dict], base: dict) -> dict:
     """The tuning row with the lowest names WER among those that keep the no-names WER within
     NO_NAMES_SLACK of the unbiased decoder's (the goal's own bound, on the dev voices); if none
@@ -400,7 +413,7 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
         weights=None, curve: bool = False) -> dict:
     from tqdm import tqdm
     from asr.decode.biasing import BiasList
-    from asr.metrics import error_rates
+    from asr.metrics import error_rates, utterance_word_errors
 
     sizes = C.sizes(quick, QUICK, FULL, {"n_test": 1, "n_tune": 1}, n_test=n_test, n_tune=n_tune)
     grid = WEIGHTS if weights is None else parse_weights(weights, "weights")
@@ -439,6 +452,7 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
     conds = ("none", f"sf-{LIST_SIZE}", f"sf-{LARGE_LIST_SIZE}", f"sf-prefix-{LIST_SIZE}",
              f"sf-prefix-{LARGE_LIST_SIZE}")
     results = {}
+    per_utt = {}     # set -> condition -> (word errors, reference words) per utterance
     for name in ("names", "no_names"):
         rows = sets[name]
         hyps = {c: [] for c in conds}
@@ -457,6 +471,7 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
                 hyps[c].append(text)
                 secs[c] += s
         refs = [r["text"] for r in rows]
+        per_utt[name] = {c: utterance_word_errors(refs, hyps[c]) for c in conds}
         frames = sum(r["enc"].shape[0] for r in rows)
         results[name] = {c: {**error_rates(refs, hyps[c]), "name_recall": name_recall(rows, hyps[c]),
                              "decode_ms_per_utt": 1e3 * secs[c] / len(rows),
@@ -494,7 +509,8 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
                      "wer_names": n["wer"], "wer_no_names": o["wer"], "name_recall": n["name_recall"],
                      "rel_wer_reduction_names": (base_names - n["wer"]) / base_names if base_names else None,
                      "abs_wer_change_no_names": o["wer"] - base_none,
-                     "decode_ms_per_utt": ms / 2, "decode_time_ratio": ms / base_ms})
+                     "decode_ms_per_utt": ms / 2, "decode_time_ratio": ms / base_ms,
+                     **({} if c == "none" else _intervals(per_utt, c))})
     if neural_result and "rows" in neural_result:
         for r in neural_result["rows"]:
             r["rel_wer_reduction_names"] = ((base_names - r["wer_names"]) / base_names
@@ -529,12 +545,19 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
             "seconds": {"sets": t_sets, "total": clock()}}
 
 
+def _ci_text(ci, scale: float, fmt: str) -> str | None:
+    return None if not ci else f"{format(ci[0] * scale, fmt)}..{format(ci[1] * scale, fmt)}"
+
+
 def format_tables(r: dict) -> str:
-    t1 = C.format_table(r["rows"], [
+    rows = [dict(row, rel_ci_text=_ci_text(row.get("rel_ci95"), 100, ".0f"),
+                 change_ci_text=_ci_text(row.get("change_ci95"), 100, "+.2f")) for row in r["rows"]]
+    t1 = C.format_table(rows, [
         ("method", "method", "s"), ("weight", "weight/end", "s"),
         ("wer_names", "WER names", ".1%"), ("rel_wer_reduction_names", "rel. reduction", ".1%"),
-        ("name_recall", "name recall", ".1%"),
+        ("rel_ci_text", "95% CI, %", "s"), ("name_recall", "name recall", ".1%"),
         ("wer_no_names", "WER no names", ".1%"), ("abs_wer_change_no_names", "change", "+.2%"),
+        ("change_ci_text", "95% CI, points", "s"),
         ("decode_ms_per_utt", "decode ms/utt", ".1f"), ("decode_time_ratio", "time x", ".2f")],
         f"Context biasing: {r['n_test']} name-bearing and {r['n_test']} name-free test utterances "
         f"(test voices), beam {r['beam']}")
