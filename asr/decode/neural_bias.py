@@ -247,10 +247,10 @@ def finetune(model_path, corpus_dir, out_path=None, minutes: float = 15.0, seed:
         teacher = copy.deepcopy(base)
         for p in teacher.parameters():
             p.requires_grad_(False)
-    joint_params = [p for n, p in base.named_parameters() if n.split(".")[0] in parts]
+    rnnt_params = [p for n, p in base.named_parameters() if n.split(".")[0] in parts]
     for p in base.parameters():
         p.requires_grad_(False)
-    for p in joint_params if base_lr > 0 else []:
+    for p in rnnt_params if base_lr > 0 else []:
         p.requires_grad_(True)
     mod = _torch_module(base.cfg.vocab_size, base.cfg.joint_dim)
     utts = [u for u in corpus_mod.load_subset(corpus_dir, "train") if u.meta.get("source") == "espeak"]
@@ -274,7 +274,7 @@ def finetune(model_path, corpus_dir, out_path=None, minutes: float = 15.0, seed:
     pool = distractor_pool(seed, NOVEL_APPLIANCES)
     param_groups = [{"params": list(mod.parameters()), "lr": lr}]
     if base_lr > 0:
-        param_groups.append({"params": joint_params, "lr": base_lr})
+        param_groups.append({"params": rnnt_params, "lr": base_lr})
     opt = torch.optim.Adam(param_groups)
     t0, step, run = time.time(), 0, []
     while time.time() - t0 < 60.0 * minutes:
