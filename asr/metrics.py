@@ -49,8 +49,7 @@ def utterance_word_errors(refs: Sequence[str], hyps: Sequence[str]) -> tuple[np.
     """(word errors, reference words) of each utterance, as error_rates counts them."""
     refs, hyps = _normalized(refs, hyps)
     pairs = [_rates([r], [h], chars=False) for r, h in zip(refs, hyps)]
-    return (np.array([e for e, _ in pairs], np.int64).reshape(-1),
-            np.array([n for _, n in pairs], np.int64).reshape(-1))
+    return np.array([e for e, _ in pairs], np.int64), np.array([n for _, n in pairs], np.int64)
 
 
 def paired_bootstrap(words: np.ndarray, errors_a: np.ndarray, errors_b: np.ndarray,
