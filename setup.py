@@ -48,6 +48,7 @@ setup(
         "scipy==1.17.1",
         "numba==0.68.1",
         "jiwer==4.0.0",
+        "rapidfuzz==3.14.6",     # also a jiwer dependency; slot rescoring uses it directly
         "tqdm==4.70.1",
         "espeakng-loader==0.2.4",
         "tomli-w==1.2.0",
