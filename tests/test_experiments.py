@@ -194,6 +194,58 @@ def test_tradeoff_curve_rows_and_zero_weight_is_the_baseline():
     assert rows[1]["rel_wer_reduction_names"] == pytest.approx((base - rows[1]["wer_names"]) / base)
 
 
+def test_ilm_weights_parsing_and_errors():
+    from azsim.errors import ConfigError
+    assert B.parse_ilm_weights("0.5, 1,0.5") == (0.5, 1.0)
+    assert B.parse_ilm_weights([0.7]) == (0.7,)
+    for bad, words in (("", "0 weights"), ("x", "'x' is not a number"), ("6", "out of range"),
+                       ("-0.1", "out of range"), ("nan", "out of range"),
+                       (",".join(["1"] * (B.MAX_ILM_WEIGHTS + 1)), "11 weights")):
+        with pytest.raises(ConfigError, match=words) as err:
+            B.parse_ilm_weights(bad)
+        assert "--ilm-weights" in str(err.value) and "[0, 5]" in str(err.value)
+
+
+def test_slot_classes_mark_known_contacts_only():
+    prefixes = {"contact": ["call"], "appliance": ["the"]}
+    classes = B.slot_classes(["ann lee", "dishwasher"], prefixes, {"kathleen"})
+    by_prefix = {tuple(c.prefixes): c for c in classes}
+    assert by_prefix[("call",)].names == ["ann lee"] and by_prefix[("call",)].suspect == {"kathleen"}
+    assert by_prefix[("the",)].names == ["dishwasher"] and by_prefix[("the",)].suspect == frozenset()
+
+
+def test_rescore_grid_rows_match_rescoring_each_text():
+    from asr.decode.biasing import BiasList
+    from asr.decode.rescore import SlotRescorer
+    from asr.decode.toy import RandomRNNT
+    from asr.metrics import error_rates
+    m = RandomRNNT(seed=5)
+    rng = np.random.default_rng(1)
+    prefixes = {"contact": ["call"], "appliance": ["the"]}
+
+    def utt(text, names):
+        enc = m.encode(rng.standard_normal((20, m.input_dim)).astype(np.float32), m.encoder_init())[0]
+        return {"text": text, "names": names, "enc": enc, "list": names + ["zed zulu"]}
+
+    sets = {"tune_names": [utt("call ann lee", ["ann lee"]), utt("call bo", ["bo"])],
+            "tune_no_names": [utt("stop", []), utt("call me", [])]}
+    hyps: dict = {}
+    rows = B.grid_wers(m, sets, ("tune_names", "tune_no_names"), ((0.5, 0.0), (2.0, 1.0)),
+                       lambda names, w, eb, g: BiasList.compile(names, w, end_bonus=eb), 2, "t", hyps=hyps)
+    assert set(hyps) == {(g, w, eb, n) for g in (False, True) for w, eb in ((0.5, 0.0), (2.0, 1.0))
+                         for n in ("tune_names", "tune_no_names")}
+    vocab = {"call", "me", "stop"}
+    rescorers = {lam: SlotRescorer(m, vocab, ilm_weight=lam) for lam in (0.0, 1.0)}
+    classes_of = lambda names: B.slot_classes(names, prefixes, {"kathleen"})   # noqa: E731
+    out = B.rescore_grid(rescorers, sets, rows, hyps, classes_of)
+    assert len(out) == len(rows) * 2
+    for r in out:
+        for n in ("tune_names", "tune_no_names"):
+            texts = [rescorers[r["ilm_weight"]].rescore(u["enc"], h, classes_of(u["list"])).text
+                     for u, h in zip(sets[n], hyps[(r["gated"], r["weight"], r["end_bonus"], n)])]
+            assert r[n] == error_rates([u["text"] for u in sets[n]], texts)["wer"]
+
+
 def test_table_format():
     t = C.format_table([{"a": "x", "b": 0.5}, {"a": "yy", "b": None}], [("a", "A", "s"), ("b", "B", ".1%")], "T")
     assert t.splitlines()[0] == "T" and "50.0%" in t and t.splitlines()[-1].rstrip().endswith("-")
@@ -215,6 +267,8 @@ def test_experiment_command_registered_and_errors(tmp_path, capsys):
     assert rc == 2 and "--beam" in capsys.readouterr().err
     rc = main(["experiment", "biasing", "--quick", "--weights", "0.5/x", "--model", str(tmp_path / "m.npz")])
     assert rc == 2 and "--weights: entry '0.5/x'" in capsys.readouterr().err
+    rc = main(["experiment", "biasing", "--quick", "--ilm-weights", "9", "--model", str(tmp_path / "m.npz")])
+    assert rc == 2 and "--ilm-weights: entry '9'" in capsys.readouterr().err
 
 
 def test_sizes_defaults_overrides_and_errors():

@@ -76,6 +76,29 @@ def test_states_are_not_mutated(exported):
     assert np.array_equal(p1, p1b) and np.all(s0[0][0] == 0)
 
 
+def test_predict_batch_equals_predict_per_hypothesis(exported):
+    _, path = exported
+    m = NumpyRNNT.load(path)
+    rng = np.random.default_rng(4)
+    seqs = [list(rng.integers(1, m.vocab_size, n)) for n in (3, 5, 1)]
+    states = []
+    for s in seqs[:2] + [seqs[2]]:
+        st = m.predictor_init()
+        for t in s[:-1]:
+            st = m.predict(int(t), st)[1]
+        states.append(st)
+    batch = tuple((np.stack([s[i][0] for s in states]), np.stack([s[i][1] for s in states]))
+                  for i in range(len(states[0])))
+    out, new = m.predict_batch([s[-1] for s in seqs], batch)
+    for b, (s, st) in enumerate(zip(seqs, states)):
+        want, want_state = m.predict(int(s[-1]), st)
+        assert np.allclose(out[b], want, atol=1e-5)
+        for (h, c), (wh, wc) in zip(new, want_state):
+            assert np.allclose(h[b], wh, atol=1e-5) and np.allclose(c[b], wc, atol=1e-5)
+    with pytest.raises(ValueError, match="token outside"):
+        m.predict_batch([m.vocab_size], batch)
+
+
 def test_interface_attributes(exported):
     _, path = exported
     m = NumpyRNNT.load(path)

@@ -129,28 +129,42 @@ class SlotRescorer:
         from asr.model.rnnt_lattice import rnnt_loss_numpy
         from asr.text import encode
         m = self.model
-        seqs = [list(encode(t)) for t in texts]
-        preds = self._predictions(seqs)
+        seqs = [np.asarray(encode(t), np.int64) for t in texts]
+        head, tails = self._predictions(seqs)
+        # Row u of a text's lattice uses the prediction after its first u tokens. Rows up to the
+        # shared prefix are the same for every text: the joint runs on them once, and once on
+        # all the texts' own rows together.
+        own = np.concatenate(tails) if any(len(t) for t in tails) else np.zeros((0, head.shape[1]), np.float32)
+        lp_head = m.joint(enc[:, None, :], head[None, :, :])                  # (T, common+1, V)
+        lp_own = m.joint(enc[:, None, :], own[None, :, :])                    # (T, sum of own rows, V)
+        nonblank = np.arange(m.vocab_size) != m.blank
+
+        def ilm_lp(p):   # internal LM: no encoder, blank left out, renormalized
+            z = m.joint(np.zeros_like(p), p)[:, nonblank]
+            return z - np.logaddexp.reduce(z, axis=1, keepdims=True)
+
+        ilm_head, ilm_own = ilm_lp(head), ilm_lp(own)
         n_t, max_u = enc.shape[0], max(len(s) for s in seqs)
         blank_lp = np.zeros((len(seqs), n_t, max_u + 1))
         label_lp = np.zeros((len(seqs), n_t, max_u))
         ilm = np.zeros(len(seqs))
-        nonblank = np.arange(m.vocab_size) != m.blank
-        for b, (s, p) in enumerate(zip(seqs, preds)):
-            lp = m.joint(enc[:, None, :], p[None, :, :])                  # (T, U+1, V)
+        start = 0
+        for b, (s, tail) in enumerate(zip(seqs, tails)):
+            rows = slice(start, start + len(tail))
+            start += len(tail)
+            lp = np.concatenate([lp_head, lp_own[:, rows]], axis=1)             # (T, U+1, V)
             blank_lp[b, :, :len(s) + 1] = lp[:, :, m.blank]
             label_lp[b, :, :len(s)] = lp[:, np.arange(len(s)), s]
-            z = m.joint(np.zeros_like(p[:-1]), p[:-1])[:, nonblank]      # ILM: no encoder, no blank
-            z = z - np.logaddexp.reduce(z, axis=1, keepdims=True)
-            tok = np.asarray(s, np.int64)
-            ilm[b] = z[np.arange(len(s)), tok - (tok > m.blank)].sum()
+            z = np.concatenate([ilm_head, ilm_own[rows]])[:len(s)]
+            ilm[b] = z[np.arange(len(s)), s - (s > m.blank)].sum()
         losses, _, _ = rnnt_loss_numpy(blank_lp, label_lp, np.full(len(seqs), n_t),
                                        np.array([len(s) for s in seqs]))
         return -losses - self.ilm_weight * ilm
 
-    def _predictions(self, seqs: list[list[int]]) -> list[np.ndarray]:
-        """Prediction-network outputs before each token and after the last, (U+1, D) per
-        sequence. The candidates differ only in the slot, so the common prefix runs once."""
+    def _predictions(self, seqs: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Prediction-network outputs before each token and after the last, split into the rows
+        all sequences share (the common prefix, computed once) and each one's own rows; the own
+        rows of all sequences advance together when the model has ``predict_batch``."""
         m = self.model
         common = 0
         while all(len(s) > common and s[common] == seqs[0][common] for s in seqs):
@@ -161,20 +175,37 @@ class SlotRescorer:
         for t in seqs[0][:common]:
             pred, state = m.predict(int(t), state)
             head.append(pred)
-        out = []
-        for s in seqs:
-            p, st, rows = head[-1], state, list(head)
-            for t in s[common:]:
-                p, st = m.predict(int(t), st)
-                rows.append(p)
-            out.append(np.stack(rows))
-        return out
+        rests = [s[common:] for s in seqs]
+        dim = head[0].shape[-1]
+        if not hasattr(m, "predict_batch"):
+            tails = []
+            for rest in rests:
+                rows, st = [], state
+                for t in rest:
+                    p, st = m.predict(int(t), st)
+                    rows.append(p)
+                tails.append(np.array(rows, np.float32).reshape(len(rows), dim))
+            return np.stack(head), tails
+        tails = [np.empty((len(r), dim), np.float32) for r in rests]
+        batch = tuple((np.repeat(h[None], len(seqs), 0), np.repeat(c[None], len(seqs), 0)) for h, c in state)
+        for k in range(max(len(r) for r in rests)):
+            live = np.array([b for b, r in enumerate(rests) if len(r) > k])
+            sub = tuple((h[live], c[live]) for h, c in batch)
+            out, sub = m.predict_batch([rests[b][k] for b in live], sub)
+            for (h, c), (h2, c2) in zip(batch, sub):
+                h[live], c[live] = h2, c2
+            for j, b in enumerate(live):
+                tails[b][k] = out[j]
+        return np.stack(head), tails
 
     # ------------------------------------------------------------------ the pass
     def rescore(self, enc: np.ndarray, text: str, classes) -> Rescored:
-        """The text with each suspect slot re-decided among the list's names of its class."""
+        """The text with each suspect slot re-decided among the list's names of its class.
+        `classes`: SlotClass objects, or what compile_classes made of them (cheaper when one
+        request's list is rescored more than once)."""
         from rapidfuzz import fuzz, process
-        classes = self.compile_classes(classes)
+        if not all(isinstance(c, _Compiled) for c in classes):   # compile once per request, pass the result
+            classes = self.compile_classes(classes)
         words = text.split()
         result = Rescored(text)
         done = 0

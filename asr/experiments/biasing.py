@@ -15,6 +15,12 @@ Each utterance is one request with its own bias list: the names the utterance co
 pairs) up to LIST_SIZE names; ``no_names`` utterances get a list of the same size (so false
 boosts show up). A list of LARGE_LIST_SIZE names measures the decode-time cost.
 
+Slot rescoring (``asr.decode.rescore``) follows each fusion variant as a further method: a
+contact slot that holds a contact the recognizer knows from training but the user does not
+have, or any slot holding out-of-vocabulary words, is re-decided among the list's names by
+RNN-T log-likelihood minus a weighted internal-LM estimate. The fusion weight and the ILM
+weight (ILM_WEIGHTS) are chosen together on the dev voices by the same rule (``rescore_grid``).
+
 Decoding: the float model on the host (biasing acts on the host's beam search; the encoder
 output is computed once per utterance and shared by all conditions). Decode time is the beam
 search's host time per utterance, conditions interleaved utterance by utterance so that load
@@ -53,8 +59,12 @@ TRAIN_APPLIANCES = ("rice cooker", "slow cooker", "air fryer", "heat lamp", "tow
                     "ice maker", "baby monitor", "salt lamp", "tower fan", "game console", "treadmill",
                     "massage chair", "bottle warmer", "popcorn maker", "shoe dryer", "bug zapper",
                     "pressure cooker", "nail dryer", "label printer")
+# internal-LM weights tried for slot rescoring (asr.decode.rescore), with each fusion weight
+ILM_WEIGHTS = (0.5, 0.7, 0.85, 1.0)
 QUICK = {"n_test": 100, "n_tune": 40}
-FULL = {"n_test": 300, "n_tune": 80}
+# 200 + 200 dev utterances: with 80 + 80 the 0.2-point no-names bound was under one word error,
+# too coarse to tell the weights apart
+FULL = {"n_test": 300, "n_tune": 200}
 _CACHE_VERSION = 1
 
 _CONTACT_TEMPLATES = ("call {c}", "call {c} please", "phone {c}", "give {c} a call", "ring {c}",
@@ -332,25 +342,60 @@ def parse_weights(spec, source: str = "--weights") -> tuple[tuple[float, float],
     return tuple(out)
 
 
+MAX_ILM_WEIGHTS = 10
+
+
+def parse_ilm_weights(spec, source: str = "--ilm-weights") -> tuple[float, ...]:
+    """The slot-rescoring grid: ``"0.5,1"`` or ``[0.5, 1]`` -> (0.5, 1.0), duplicates dropped.
+    ConfigError names the entry and the allowed range."""
+    from asr.decode.rescore import ILM_WEIGHT_RANGE
+    from azsim.errors import ConfigError
+    lo, hi = ILM_WEIGHT_RANGE
+    allowed = f"1 to {MAX_ILM_WEIGHTS} numbers, comma-separated, each in [{lo:g}, {hi:g}]"
+    entries = [e.strip() for e in spec.split(",")] if isinstance(spec, str) else [str(e) for e in spec]
+    if not entries or entries == [""] or len(entries) > MAX_ILM_WEIGHTS:
+        raise ConfigError(f"{source}: {len(entries) if entries != [''] else 0} weights; allowed: {allowed}")
+    out: dict[float, None] = {}
+    for e in entries:
+        try:
+            v = float(e)
+        except ValueError:
+            raise ConfigError(f"{source}: entry {e!r} is not a number; allowed: {allowed}") from None
+        if not lo <= v <= hi:     # also rejects nan
+            raise ConfigError(f"{source}: entry {e!r} is out of range; allowed: {allowed}")
+        out[v] = None
+    return tuple(out)
+
+
+def set_hyps(model, rows: list[dict], make_scorer, beam: int) -> list[str]:
+    """One set decoded with ``make_scorer(row)`` (a TokenScorer or None) per utterance."""
+    return [decode(model, r["enc"], make_scorer(r), beam)[0] for r in rows]
+
+
 def set_wer(model, rows: list[dict], make_scorer, beam: int) -> float:
-    """WER of one set decoded with ``make_scorer(row)`` (a TokenScorer or None) per utterance."""
+    """WER of one set decoded with ``make_scorer(row)`` per utterance."""
     from asr.metrics import error_rates
-    return error_rates([r["text"] for r in rows],
-                       [decode(model, r["enc"], make_scorer(r), beam)[0] for r in rows])["wer"]
+    return error_rates([r["text"] for r in rows], set_hyps(model, rows, make_scorer, beam))["wer"]
 
 
 def grid_wers(model, sets: dict, set_names, grid, compile_list, beam: int, desc: str,
-              progress: bool = False) -> list[dict]:
+              progress: bool = False, hyps: dict | None = None) -> list[dict]:
     """{gated, weight, end_bonus, <set name>: WER, ...} for every (weight, end bonus) of `grid`,
-    plain and after carrier words (``compile_list(names, w, eb, gated)``)."""
+    plain and after carrier words (``compile_list(names, w, eb, gated)``). With `hyps` (a dict),
+    the decoded texts are kept there under (gated, weight, end_bonus, set name)."""
     from tqdm import tqdm
+    from asr.metrics import error_rates
     out = []
     jobs = [(g, w, eb) for g in (False, True) for w, eb in grid]
     for gated, w, eb in tqdm(jobs, desc=desc, unit="weight", file=sys.stderr, disable=not progress,
                              leave=False):
-        out.append({"gated": gated, "weight": w, "end_bonus": eb,
-                    **{n: set_wer(model, sets[n], lambda r: compile_list(r["list"], w, eb, gated), beam)
-                       for n in set_names}})
+        row = {"gated": gated, "weight": w, "end_bonus": eb}
+        for n in set_names:
+            h = set_hyps(model, sets[n], lambda r: compile_list(r["list"], w, eb, gated), beam)
+            row[n] = error_rates([r["text"] for r in sets[n]], h)["wer"]
+            if hyps is not None:
+                hyps[(gated, w, eb, n)] = h
+        out.append(row)
     return out
 
 
@@ -383,11 +428,49 @@ def _intervals(per_utt: dict, cond: str) -> dict:
 def pick_weight(rows: list[dict], base: dict) -> dict:
     """The tuning row with the lowest names WER among those that keep the no-names WER within
     NO_NAMES_SLACK of the unbiased decoder's (the goal's own bound, on the dev voices); if none
-    does, the lowest summed WER. Ties go to the smaller weight and bonus."""
+    does, the lowest summed WER. Ties go to the smaller weight, bonus and ILM weight."""
     ok = [r for r in rows if r["tune_no_names"] - base["tune_no_names"] <= NO_NAMES_SLACK + 1e-12]
+    mild = lambda r: (r["weight"], r["end_bonus"], r.get("ilm_weight", 0.0))   # noqa: E731
     if ok:
-        return min(ok, key=lambda r: (r["tune_names"], r["weight"], r["end_bonus"]))
-    return min(rows, key=lambda r: (r["tune_names"] + r["tune_no_names"], r["weight"], r["end_bonus"]))
+        return min(ok, key=lambda r: (r["tune_names"], *mild(r)))
+    return min(rows, key=lambda r: (r["tune_names"] + r["tune_no_names"], *mild(r)))
+
+
+def slot_classes(names: list[str], prefixes: dict, known_contacts) -> list:
+    """A request's list as slot-rescoring classes (asr.decode.rescore.SlotClass). A contact the
+    recognizer knows from training but the user does not have marks a misheard contact;
+    appliance words do not, since they also occur in other commands ("set the thermostat")."""
+    from asr.decode.rescore import SlotClass
+    return [SlotClass(c, pre, frozenset(known_contacts) if pre is prefixes["contact"] else frozenset())
+            for c, pre in bias_classes(names, prefixes)]
+
+
+def rescore_grid(rescorers: dict, sets: dict, tune_rows: list[dict], hyps: dict, classes_of,
+                 progress: bool = False) -> list[dict]:
+    """Every fusion tuning row x ILM weight, with the dev sets' first-pass texts (`hyps`, from
+    grid_wers) rescored: {gated, weight, end_bonus, ilm_weight, tune_names, tune_no_names}.
+    Texts the grid decoded alike are rescored once."""
+    from tqdm import tqdm
+    from asr.metrics import error_rates
+    cache: dict = {}
+    classes: dict = {}
+    out = []
+    jobs = [(row, lam) for row in tune_rows for lam in rescorers]
+    for row, lam in tqdm(jobs, desc="tune slot rescoring (dev voices)", unit="weight", file=sys.stderr,
+                         disable=not progress, leave=False):
+        new = dict(row, ilm_weight=lam)
+        for n in ("tune_names", "tune_no_names"):
+            texts = []
+            for i, (r, h) in enumerate(zip(sets[n], hyps[(row["gated"], row["weight"], row["end_bonus"], n)])):
+                key = (lam, n, i, h)
+                if key not in cache:
+                    if (n, i) not in classes:
+                        classes[(n, i)] = classes_of(r["list"])
+                    cache[key] = rescorers[lam].rescore(r["enc"], h, classes[(n, i)]).text
+                texts.append(cache[key])
+            new[n] = error_rates([r["text"] for r in sets[n]], texts)["wer"]
+        out.append(new)
+    return out
 
 
 def decode(model, enc, scorer, beam):
@@ -410,13 +493,14 @@ def name_recall(rows, hyps) -> float | None:
 
 def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int | None = None,
         beam: int = 4, seed: int = 0, corpus=None, config=None, neural=None, progress: bool = True,
-        weights=None, curve: bool = False) -> dict:
+        weights=None, curve: bool = False, ilm_weights=None) -> dict:
     from tqdm import tqdm
     from asr.decode.biasing import BiasList
     from asr.metrics import error_rates, utterance_word_errors
 
     sizes = C.sizes(quick, QUICK, FULL, {"n_test": 1, "n_tune": 1}, n_test=n_test, n_tune=n_tune)
     grid = WEIGHTS if weights is None else parse_weights(weights, "weights")
+    ilm_weights = ILM_WEIGHTS if ilm_weights is None else parse_ilm_weights(ilm_weights, "ilm_weights")
     clock = C.Clock()
     model_path = C.resolve_model(model)
     corpus_dir = C.corpus_dir_for(model_path, corpus, config)
@@ -440,36 +524,74 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
         return BiasList.compile(names, w, end_bonus=eb)
 
     # --- tune the boost weight on the dev-voice sets, for plain and prefix-gated fusion
+    tune_hyps: dict = {}
     tune_rows = grid_wers(fm, sets, ("tune_names", "tune_no_names"), grid, compile_list, beam,
-                          "tune boost weights (dev voices)", progress)
+                          "tune boost weights (dev voices)", progress, hyps=tune_hyps)
     base_tune = {name: set_wer(fm, sets[name], lambda r: None, beam) for name in ("tune_names", "tune_no_names")}
     best_of = {g: pick_weight([r for r in tune_rows if r["gated"] == g], base_tune) for g in (False, True)}
     best = best_of[False]
     best_w, best_eb = best["weight"], best["end_bonus"]
     gw, geb = best_of[True]["weight"], best_of[True]["end_bonus"]
 
-    # --- the test sets: baseline, shallow fusion (LIST_SIZE and LARGE_LIST_SIZE names)
-    conds = ("none", f"sf-{LIST_SIZE}", f"sf-{LARGE_LIST_SIZE}", f"sf-prefix-{LIST_SIZE}",
-             f"sf-prefix-{LARGE_LIST_SIZE}")
+    # --- slot rescoring after fusion: fusion weight and ILM weight tuned together, same rule
+    from asr.decode.rescore import SlotRescorer
+    known_contacts = set(train_counts(corpus_dir, records)[0])
+    vocab = {w for text, _ in records for w in text.split()}
+    rescorers = {lam: SlotRescorer(fm, vocab, ilm_weight=lam) for lam in ilm_weights}
+
+    def classes_of(names):
+        return SlotRescorer.compile_classes(slot_classes(names, prefixes, known_contacts))
+
+    rescore_rows = rescore_grid(rescorers, sets, tune_rows, tune_hyps, classes_of, progress)
+    rs_best = {g: pick_weight([r for r in rescore_rows if r["gated"] == g], base_tune) for g in (False, True)}
+
+    # --- the test sets: baseline, shallow fusion (LIST_SIZE and LARGE_LIST_SIZE names), each
+    # also followed by slot rescoring. cond -> (gated, weight, end bonus, list key, ILM weight)
+    spec = {"none": None}
+    for tag, gated, (w, eb) in (("sf", False, (best_w, best_eb)), ("sf-prefix", True, (gw, geb))):
+        for size, key in ((LIST_SIZE, "list"), (LARGE_LIST_SIZE, "list_large")):
+            spec[f"{tag}-{size}"] = (gated, w, eb, key, None)
+    for tag, gated in (("sf-rescore", False), ("sf-prefix-rescore", True)):
+        r = rs_best[gated]
+        for size, key in ((LIST_SIZE, "list"), (LARGE_LIST_SIZE, "list_large")):
+            spec[f"{tag}-{size}"] = (gated, r["weight"], r["end_bonus"], key, r["ilm_weight"])
+    conds = tuple(spec)
     results = {}
     per_utt = {}     # set -> condition -> (word errors, reference words) per utterance
+    rescore_stats = {}
     for name in ("names", "no_names"):
         rows = sets[name]
         hyps = {c: [] for c in conds}
         secs = {c: 0.0 for c in conds}
         compile_s = 0.0
+        changed = {c: 0 for c in conds}
         for r in tqdm(rows, desc=f"biasing {name}", unit="utt", file=sys.stderr,
                       disable=not progress, leave=False):
-            t0 = time.perf_counter()
-            small = compile_list(r["list"], best_w, best_eb, False)
-            large = compile_list(r["list_large"], best_w, best_eb, False)
-            compile_s += time.perf_counter() - t0
-            gsmall = compile_list(r["list"], gw, geb, True)
-            glarge = compile_list(r["list_large"], gw, geb, True)
-            for c, scorer in zip(conds, (None, small, large, gsmall, glarge)):
-                text, s = decode(fm, r["enc"], scorer, beam)
+            first = {}     # (gated, weight, end bonus, list key) -> (text, decode seconds)
+            for c in conds:
+                sp = spec[c]
+                if sp is None:
+                    text, sec = decode(fm, r["enc"], None, beam)
+                else:
+                    gated, w, eb, key, lam = sp
+                    k = (gated, w, eb, key)
+                    if k not in first:
+                        t0 = time.perf_counter()
+                        scorer = compile_list(r[key], w, eb, gated)
+                        t_compile = time.perf_counter() - t0
+                        if c in (f"sf-{LIST_SIZE}", f"sf-{LARGE_LIST_SIZE}"):
+                            compile_s += t_compile
+                        text, sec = decode(fm, r["enc"], scorer, beam)
+                        first[k] = (text, sec)
+                    text, sec = first[k]
+                    if lam is not None:
+                        t0 = time.perf_counter()
+                        out = rescorers[lam].rescore(r["enc"], text, classes_of(r[key]))
+                        sec += time.perf_counter() - t0
+                        text = out.text
+                        changed[c] += out.changed
                 hyps[c].append(text)
-                secs[c] += s
+                secs[c] += sec
         refs = [r["text"] for r in rows]
         per_utt[name] = {c: utterance_word_errors(refs, hyps[c]) for c in conds}
         frames = sum(r["enc"].shape[0] for r in rows)
@@ -479,6 +601,7 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
                              "examples": [{"ref": a, "hyp": b} for a, b in list(zip(refs, hyps[c]))[:3]]}
                          for c in conds}
         results[name]["compile_ms_per_request"] = 1e3 * compile_s / len(rows) / 2
+        rescore_stats[name] = {c: changed[c] for c in conds if spec[c] and spec[c][4] is not None}
 
     neural_result = None
     if neural is not False:
@@ -497,20 +620,25 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
     base_names = results["names"]["none"]["wer"]
     base_none = results["no_names"]["none"]["wer"]
     base_ms = results["names"]["none"]["decode_ms_per_utt"] + results["no_names"]["none"]["decode_ms_per_utt"]
-    labels = {"none": "no biasing", conds[1]: f"shallow fusion, {LIST_SIZE} names",
-              conds[2]: f"shallow fusion, {LARGE_LIST_SIZE} names",
-              conds[3]: f"  after carrier words, {LIST_SIZE} names",
-              conds[4]: f"  after carrier words, {LARGE_LIST_SIZE} names"}
+    labels = {"none": "no biasing"}
+    for size in (LIST_SIZE, LARGE_LIST_SIZE):
+        labels[f"sf-{size}"] = f"shallow fusion, {size} names"
+        labels[f"sf-prefix-{size}"] = f"  after carrier words, {size} names"
+        labels[f"sf-rescore-{size}"] = f"shallow fusion + slot rescoring, {size} names"
+        labels[f"sf-prefix-rescore-{size}"] = f"  after carrier words + slot rescoring, {size} names"
+    row_of = {}
     for c in conds:
         n, o = results["names"][c], results["no_names"][c]
         ms = n["decode_ms_per_utt"] + o["decode_ms_per_utt"]
-        w = None if c == "none" else (f"{gw:g}/{geb:g}" if "prefix" in c else f"{best_w:g}/{best_eb:g}")
-        rows.append({"method": labels[c], "weight": w,
+        sp = spec[c]
+        w = None if sp is None else f"{sp[1]:g}/{sp[2]:g}" + ("" if sp[4] is None else f", ilm {sp[4]:g}")
+        row_of[c] = {"method": labels[c], "weight": w,
                      "wer_names": n["wer"], "wer_no_names": o["wer"], "name_recall": n["name_recall"],
                      "rel_wer_reduction_names": (base_names - n["wer"]) / base_names if base_names else None,
                      "abs_wer_change_no_names": o["wer"] - base_none,
                      "decode_ms_per_utt": ms / 2, "decode_time_ratio": ms / base_ms,
-                     **({} if c == "none" else _intervals(per_utt, c))})
+                     **({} if c == "none" else _intervals(per_utt, c))}
+        rows.append(row_of[c])
     if neural_result and "rows" in neural_result:
         for r in neural_result["rows"]:
             r["rel_wer_reduction_names"] = ((base_names - r["wer_names"]) / base_names
@@ -528,9 +656,11 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
             g["large_list_extra_time_le_20pct"] = bool(sf_large["decode_time_ratio"] <= 1.20)
         return g
 
-    goals = {"shallow fusion": goals_of(rows[1], rows[2]),
-             "shallow fusion after carrier words": goals_of(rows[3], rows[4])}
-    for r in rows[5:]:
+    goals = {method: goals_of(row_of[f"{tag}-{LIST_SIZE}"], row_of[f"{tag}-{LARGE_LIST_SIZE}"])
+             for method, tag in (("shallow fusion", "sf"), ("shallow fusion after carrier words", "sf-prefix"),
+                                 ("shallow fusion + slot rescoring", "sf-rescore"),
+                                 ("shallow fusion after carrier words + slot rescoring", "sf-prefix-rescore"))}
+    for r in rows[len(conds):]:
         if r.get("goal_name") and r.get("wer_names") is not None:
             goals[r["goal_name"]] = goals_of(r)
     return {"experiment": "biasing", "quick": quick, "model": str(model_path), "corpus": str(corpus_dir),
@@ -538,7 +668,9 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
             "list_size": LIST_SIZE, "large_list_size": LARGE_LIST_SIZE, "names": name_counts,
             "tuning": {"weights": tune_rows, "baseline": base_tune, "chosen_weight": best_w,
                        "chosen_end_bonus": best_eb, "chosen_weight_prefix": gw,
-                       "chosen_end_bonus_prefix": geb},
+                       "chosen_end_bonus_prefix": geb, "rescoring": rescore_rows,
+                       "chosen_rescoring": {"plain": rs_best[False], "after_carrier_words": rs_best[True]}},
+            "rescoring_changed_utterances": rescore_stats,
             "carrier_prefixes": prefixes,
             "rows": rows, "details": results, "neural": neural_result, "goals": goals, "curve": curve_rows,
             "goal_note": "'0.2 absolute WER' read as 0.2 percentage points (0.002)",
@@ -569,9 +701,25 @@ def format_tables(r: dict) -> str:
         f"{r['tuning']['baseline']['tune_no_names']:.1%}; chosen {r['tuning']['chosen_weight']:g} per token, "
         f"{r['tuning']['chosen_end_bonus']:g} per completed name; after carrier words "
         f"{r['tuning']['chosen_weight_prefix']:g} / {r['tuning']['chosen_end_bonus_prefix']:g})")
+    parts = [t1, t2]
+    rs = r["tuning"].get("rescoring")
+    if rs:
+        lams = sorted({x["ilm_weight"] for x in rs})
+        pivot = {}
+        for x in rs:
+            k = (x["gated"], x["weight"], x["end_bonus"])
+            pivot.setdefault(k, {"gated": x["gated"], "weight": x["weight"], "end_bonus": x["end_bonus"]})
+            pivot[k][f"ilm {x['ilm_weight']:g}"] = f"{x['tune_names']:.1%} / {x['tune_no_names']:.1%}"
+        ch = r["tuning"]["chosen_rescoring"]
+        parts.append(C.format_table(list(pivot.values()), [
+            ("gated", "after carrier words", "s"), ("weight", "weight", "g"), ("end_bonus", "end bonus", "g"),
+            *[(f"ilm {lam:g}", f"ILM {lam:g}: names / no names", "s") for lam in lams]],
+            "Slot rescoring tuning, WER on the dev voices after fusion at each weight (chosen: plain "
+            + ", after carrier words ".join(f"{c['weight']:g} / {c['end_bonus']:g}, ILM weight {c['ilm_weight']:g}"
+                                            for c in (ch["plain"], ch["after_carrier_words"])) + ")"))
     cp = r["carrier_prefixes"]
     n = r["names"]
-    parts = [t1, t2,
+    parts += [
              f"names: {n['contacts_rare']} contacts seen <= {RARE_MAX_TRAIN_COUNT}x in training "
              f"({n['contacts_absent']} never), {n['appliances_rare']} rarest appliances "
              f"(train counts {min(n['rare_appliance_train_counts'].values())}-"
@@ -713,6 +861,9 @@ def add_arguments(p) -> None:
     p.add_argument("--weights", default=None,
                    help="boost weights tried on the dev voices, WEIGHT[/END_BONUS] pairs, e.g. "
                         "'0.5/0,0.5/1,0.75' (default: " + ",".join(f"{w:g}/{e:g}" for w, e in WEIGHTS) + ")")
+    p.add_argument("--ilm-weights", default=None,
+                   help="internal-LM weights tried for slot rescoring on the dev voices, e.g. '0.5,1' "
+                        "(default: " + ",".join(f"{w:g}" for w in ILM_WEIGHTS) + ")")
     p.add_argument("--curve", action="store_true",
                    help="also decode the test sets at every weight (the names / no-names trade-off)")
 
@@ -724,4 +875,5 @@ def run_args(args) -> dict:
     return run(quick=args.quick, model=args.model, n_test=args.n_test, n_tune=args.n_tune, beam=args.beam,
                seed=args.seed, corpus=args.corpus, config=args.config,
                neural=False if args.no_neural else args.neural, progress=not args.no_progress,
-               weights=None if args.weights is None else parse_weights(args.weights), curve=args.curve)
+               weights=None if args.weights is None else parse_weights(args.weights), curve=args.curve,
+               ilm_weights=None if args.ilm_weights is None else parse_ilm_weights(args.ilm_weights))

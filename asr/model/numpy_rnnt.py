@@ -53,6 +53,14 @@ class _LSTMLayer:
             out[t] = h
         return out, h, c
 
+    def step_batch(self, x: np.ndarray, h: np.ndarray, c: np.ndarray):
+        """One time step of N independent sequences: x (N, in), h and c (N, H) -> new h, c."""
+        n = self.hidden
+        g = x @ self.w_ih_t + self.bias + h @ self.w_hh_t
+        c = _sigmoid(g[:, n:2 * n]) * c + _sigmoid(g[:, :n]) * np.tanh(g[:, 2 * n:3 * n])
+        h = _sigmoid(g[:, 3 * n:]) * np.tanh(c)
+        return h.astype(np.float32), c.astype(np.float32)
+
 
 class NumpyRNNT:
     def __init__(self, arrays: dict[str, np.ndarray], cfg: dict, vocab: list[str], source: str = "<memory>"):
@@ -185,6 +193,19 @@ class NumpyRNNT:
             new_state.append((h_last, c_last))
         pred = h[0] @ self.pred_proj_w_t + self.pred_proj_b
         return pred.astype(np.float32), tuple(new_state)
+
+    def predict_batch(self, tokens, state):
+        """`predict` for N hypotheses at once: tokens (N,), state per layer (h, c) of shape
+        (N, H) (np.repeat a `predict` state to start) -> outputs (N, D), new state."""
+        tokens = np.asarray(tokens, np.int64)
+        if tokens.size and (tokens.min() < 0 or tokens.max() >= self.vocab_size):
+            raise ValueError(f"token outside [0, {self.vocab_size})")
+        h = self.embed[tokens]
+        new_state = []
+        for layer, (h0, c0) in zip(self.pred_layers, state):
+            h, c = layer.step_batch(h, h0, c0)
+            new_state.append((h, c))
+        return (h @ self.pred_proj_w_t + self.pred_proj_b).astype(np.float32), tuple(new_state)
 
     def joint(self, enc: np.ndarray, pred: np.ndarray) -> np.ndarray:
         z = np.tanh(np.asarray(enc, np.float32) + np.asarray(pred, np.float32)) @ self.out_w_t + self.out_b
