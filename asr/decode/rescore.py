@@ -15,21 +15,26 @@ A slot is *suspect* when the span after a carrier is
 
 A span that is already one of the list's names, or ordinary known words ("set the thermostat"
 when no thermostat is listed), is never touched. For a suspect span, each of the list's names
-of that class (the ``max_candidates`` closest in spelling, by rapidfuzz's ratio) is put in its
-place and the whole hypothesis is scored by
+of that class (the ``max_candidates`` closest in spelling, by rapidfuzz's ratio) is scored
+against the span itself by
 
-    log P(y | x) - ilm_weight * log P_ILM(y)
+    log P(slot | audio of the slot, words before it) - ilm_weight * log P_ILM(slot | words before it)
 
-log P(y | x) is the RNN-T's full-sum log-likelihood over all alignments, from the utterance's
-encoder outputs (asr.model.rnnt_lattice). log P_ILM(y) is the internal-LM estimate: the joint
-network with the encoder's contribution set to zero and blank left out (Meng et al., "Internal
-language model estimation for domain-adaptive end-to-end speech recognition", SLT 2021).
-Subtracting it removes the prior that made the recognizer prefer a name it knows, and keeps
-the acoustic evidence. The best candidate replaces the span if its score beats the
-hypothesis's own by more than ``margin``.
+The first term is the RNN-T's full-sum log-likelihood (all alignments, asr.model.rnnt_lattice)
+of the slot's tokens and the space after them, over the encoder frames from the token before
+the slot to the token after it in the first pass's alignment, widened by ``pad_frames`` on
+each side, starting from the prediction network's state after the words before the slot.
+Scoring only the slot's window, not the whole utterance, keeps the pass cheap: every
+candidate shares the same frames and the same context. The second term is the internal-LM
+estimate: the joint network with the encoder's contribution set to zero and blank left out
+(Meng et al., "Internal language model estimation for domain-adaptive end-to-end speech
+recognition", SLT 2021). Subtracting it removes the prior that made the recognizer prefer a
+name it knows, and keeps the acoustic evidence. The best candidate replaces the span if its
+score beats the span's own by more than ``margin``.
 
-    rescorer = SlotRescorer(model, vocab=training_words, ilm_weight=1.0)
-    text = rescorer.rescore(enc, best_text, [SlotClass(contacts, ["call", "text"], known_contacts)]).text
+    rescorer = SlotRescorer(model, vocab=training_words, ilm_weight=0.85)
+    best = BeamSearch(model, beam=4, scorer=bias).nbest()[0]          # tokens + token frames
+    text = rescorer.rescore(enc, best, [SlotClass(contacts, ["call", "text"], known_contacts)]).text
 """
 from __future__ import annotations
 
@@ -38,12 +43,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from asr.decode.biasing import normalize_names
+from asr.text import VOCAB
 from azsim.errors import ConfigError
 
 ILM_WEIGHT_RANGE = (0.0, 5.0)
 MARGIN_RANGE = (0.0, 100.0)
 MAX_CANDIDATES_RANGE = (1, 1000)
 MAX_SPAN_WORDS_RANGE = (1, 8)
+PAD_FRAMES_RANGE = (0, 100)
+_SPACE = VOCAB.index(" ")
 
 
 @dataclass(frozen=True)
@@ -81,37 +89,31 @@ def _check(label: str, value, lo, hi, integer: bool = False):
     return value
 
 
+def _words(tokens) -> list[tuple[str, int, int]]:
+    """(word, first token index, one past its last) for each space-separated word."""
+    out, start = [], None
+    for k, t in enumerate(list(tokens) + [_SPACE]):
+        if t == _SPACE:
+            if start is not None:
+                out.append(("".join(VOCAB[x] for x in tokens[start:k]), start, k))
+                start = None
+        elif start is None:
+            start = k
+    return out
+
+
 class SlotRescorer:
     def __init__(self, model, vocab, ilm_weight: float = 1.0, margin: float = 0.0,
-                 max_candidates: int = 20, max_span_words: int = 3):
+                 max_candidates: int = 10, max_span_words: int = 3, pad_frames: int = 4):
         self.model = model
         self.vocab = frozenset(vocab)
         self.ilm_weight = float(_check("ilm_weight", ilm_weight, *ILM_WEIGHT_RANGE))
         self.margin = float(_check("margin", margin, *MARGIN_RANGE))
         self.max_candidates = _check("max_candidates", max_candidates, *MAX_CANDIDATES_RANGE, integer=True)
         self.max_span_words = _check("max_span_words", max_span_words, *MAX_SPAN_WORDS_RANGE, integer=True)
+        self.pad_frames = _check("pad_frames", pad_frames, *PAD_FRAMES_RANGE, integer=True)
 
     # ------------------------------------------------------------------ slots
-    def suspect_slots(self, words: list[str], classes: list[_Compiled]) -> list[tuple[int, int, _Compiled]]:
-        """(start, number of words, class) of each suspect span, left to right."""
-        out = []
-        for i in range(1, len(words)):
-            for cls in classes:
-                if not any(words[max(0, i - len(p)):i] == p for p in cls.prefix_words):
-                    continue
-                rest = words[i:i + self.max_span_words]
-                spans = [" ".join(rest[:j]) for j in range(len(rest), 0, -1)]   # longest first
-                if any(s in cls.name_set for s in spans):
-                    continue
-                for j, s in zip(range(len(rest), 0, -1), spans):
-                    if s in cls.suspect or all(w not in self.vocab for w in rest[:j]):
-                        out.append((i, j, cls))
-                        break
-                else:
-                    continue
-                break
-        return out
-
     @staticmethod
     def compile_classes(classes) -> list[_Compiled]:
         """Validated classes: names and prefixes checked and normalized as for a bias list."""
@@ -123,112 +125,120 @@ class SlotRescorer:
             out.append(_Compiled(names, frozenset(names), [p.split() for p in prefixes], suspect))
         return out
 
+    def suspect_slots(self, words: list[str], classes: list[_Compiled]) -> list[tuple[int, int, _Compiled]]:
+        """(first word, number of words, class) of each suspect span, left to right, not overlapping."""
+        out, free = [], 1
+        for i in range(1, len(words)):
+            if i < free:
+                continue
+            for cls in classes:
+                if not any(words[max(0, i - len(p)):i] == p for p in cls.prefix_words):
+                    continue
+                rest = words[i:i + self.max_span_words]
+                spans = [" ".join(rest[:j]) for j in range(len(rest), 0, -1)]   # longest first
+                if any(s in cls.name_set for s in spans):
+                    continue
+                hit = next((j for j, s in zip(range(len(rest), 0, -1), spans)
+                            if s in cls.suspect or all(w not in self.vocab for w in rest[:j])), None)
+                if hit:
+                    out.append((i, hit, cls))
+                    free = i + hit
+                    break
+        return out
+
     # ------------------------------------------------------------------ scoring
-    def scores(self, enc: np.ndarray, texts: list[str]) -> np.ndarray:
-        """log P(y | x) - ilm_weight * log P_ILM(y) for each text, from encoder outputs (T, D)."""
+    def segment_scores(self, enc: np.ndarray, context, slots) -> np.ndarray:
+        """log P(slot | enc) - ilm_weight * log P_ILM(slot) for each token sequence in `slots`,
+        each decoded from the start of `enc` (the window's frames, (T, D)) after the tokens
+        `context`, and ending with a blank on the last frame."""
         from asr.model.rnnt_lattice import rnnt_loss_numpy
-        from asr.text import encode
         m = self.model
-        seqs = [np.asarray(encode(t), np.int64) for t in texts]
-        head, tails = self._predictions(seqs)
-        # Row u of a text's lattice uses the prediction after its first u tokens. Rows up to the
-        # shared prefix are the same for every text: the joint runs on them once, and once on
-        # all the texts' own rows together.
-        own = np.concatenate(tails) if any(len(t) for t in tails) else np.zeros((0, head.shape[1]), np.float32)
-        lp_head = m.joint(enc[:, None, :], head[None, :, :])                  # (T, common+1, V)
-        lp_own = m.joint(enc[:, None, :], own[None, :, :])                    # (T, sum of own rows, V)
+        state = m.predictor_init()
+        pred, state = m.predict(m.blank, state)
+        for t in context:
+            pred, state = m.predict(int(t), state)
+        seqs = [np.asarray(s, np.int64) for s in slots]
+        own = self._predictions(state, seqs, pred.shape[-1])   # (len(s), D) each: after each token
+        rows = np.concatenate([pred[None]] + own)        # shared first row, then every sequence's own
+        lp = m.joint(enc[:, None, :], rows[None, :, :])  # (T, 1 + sum of lengths, V)
         nonblank = np.arange(m.vocab_size) != m.blank
-
-        def ilm_lp(p):   # internal LM: no encoder, blank left out, renormalized
-            z = m.joint(np.zeros_like(p), p)[:, nonblank]
-            return z - np.logaddexp.reduce(z, axis=1, keepdims=True)
-
-        ilm_head, ilm_own = ilm_lp(head), ilm_lp(own)
+        z = m.joint(np.zeros_like(rows), rows)[:, nonblank]          # internal LM: no encoder, no blank
+        z = z - np.logaddexp.reduce(z, axis=1, keepdims=True)
         n_t, max_u = enc.shape[0], max(len(s) for s in seqs)
         blank_lp = np.zeros((len(seqs), n_t, max_u + 1))
         label_lp = np.zeros((len(seqs), n_t, max_u))
         ilm = np.zeros(len(seqs))
-        start = 0
-        for b, (s, tail) in enumerate(zip(seqs, tails)):
-            rows = slice(start, start + len(tail))
-            start += len(tail)
-            lp = np.concatenate([lp_head, lp_own[:, rows]], axis=1)             # (T, U+1, V)
-            blank_lp[b, :, :len(s) + 1] = lp[:, :, m.blank]
-            label_lp[b, :, :len(s)] = lp[:, np.arange(len(s)), s]
-            z = np.concatenate([ilm_head, ilm_own[rows]])[:len(s)]
-            ilm[b] = z[np.arange(len(s)), s - (s > m.blank)].sum()
+        start = 1
+        for b, s in enumerate(seqs):
+            idx = np.concatenate([[0], np.arange(start, start + len(s))])   # lattice rows 0..U
+            start += len(s)
+            blank_lp[b, :, :len(s) + 1] = lp[:, idx, m.blank]
+            label_lp[b, :, :len(s)] = lp[:, idx[:-1], s]
+            ilm[b] = z[idx[:-1], s - (s > m.blank)].sum()
         losses, _, _ = rnnt_loss_numpy(blank_lp, label_lp, np.full(len(seqs), n_t),
                                        np.array([len(s) for s in seqs]))
         return -losses - self.ilm_weight * ilm
 
-    def _predictions(self, seqs: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Prediction-network outputs before each token and after the last, split into the rows
-        all sequences share (the common prefix, computed once) and each one's own rows; the own
-        rows of all sequences advance together when the model has ``predict_batch``."""
+    def _predictions(self, state, seqs: list[np.ndarray], dim: int) -> list[np.ndarray]:
+        """Prediction-network outputs after each token of each sequence, all from `state`; the
+        sequences advance together when the model has ``predict_batch``."""
         m = self.model
-        common = 0
-        while all(len(s) > common and s[common] == seqs[0][common] for s in seqs):
-            common += 1
-        state = m.predictor_init()
-        pred, state = m.predict(m.blank, state)
-        head = [pred]
-        for t in seqs[0][:common]:
-            pred, state = m.predict(int(t), state)
-            head.append(pred)
-        rests = [s[common:] for s in seqs]
-        dim = head[0].shape[-1]
         if not hasattr(m, "predict_batch"):
-            tails = []
-            for rest in rests:
+            out = []
+            for s in seqs:
                 rows, st = [], state
-                for t in rest:
+                for t in s:
                     p, st = m.predict(int(t), st)
                     rows.append(p)
-                tails.append(np.array(rows, np.float32).reshape(len(rows), dim))
-            return np.stack(head), tails
-        tails = [np.empty((len(r), dim), np.float32) for r in rests]
+                out.append(np.array(rows, np.float32).reshape(len(rows), dim))
+            return out
+        out = [np.empty((len(s), dim), np.float32) for s in seqs]
         batch = tuple((np.repeat(h[None], len(seqs), 0), np.repeat(c[None], len(seqs), 0)) for h, c in state)
-        for k in range(max(len(r) for r in rests)):
-            live = np.array([b for b, r in enumerate(rests) if len(r) > k])
+        for k in range(max(len(s) for s in seqs)):
+            live = np.array([b for b, s in enumerate(seqs) if len(s) > k])
             sub = tuple((h[live], c[live]) for h, c in batch)
-            out, sub = m.predict_batch([rests[b][k] for b in live], sub)
+            pred, sub = m.predict_batch([seqs[b][k] for b in live], sub)
             for (h, c), (h2, c2) in zip(batch, sub):
                 h[live], c[live] = h2, c2
             for j, b in enumerate(live):
-                tails[b][k] = out[j]
-        return np.stack(head), tails
+                out[b][k] = pred[j]
+        return out
 
     # ------------------------------------------------------------------ the pass
-    def rescore(self, enc: np.ndarray, text: str, classes) -> Rescored:
-        """The text with each suspect slot re-decided among the list's names of its class.
-        `classes`: SlotClass objects, or what compile_classes made of them (cheaper when one
-        request's list is rescored more than once)."""
+    def rescore(self, enc: np.ndarray, hyp, classes) -> Rescored:
+        """The first pass's best hypothesis (``tokens`` and ``token_frames``, e.g. an
+        asr.decode.Hypothesis) with each suspect slot re-decided among the list's names of its
+        class. `classes`: SlotClass objects, or what compile_classes made of them (cheaper when
+        one request's list is rescored more than once)."""
         from rapidfuzz import fuzz, process
-        if not all(isinstance(c, _Compiled) for c in classes):   # compile once per request, pass the result
+        from asr.text import encode
+        if not all(isinstance(c, _Compiled) for c in classes):
             classes = self.compile_classes(classes)
-        words = text.split()
+        tokens, frames = list(hyp.tokens), list(hyp.token_frames)
+        if len(frames) != len(tokens):
+            raise ValueError(f"hypothesis has {len(tokens)} tokens but {len(frames)} token frames")
+        words = _words(tokens)
+        text = " ".join(w for w, _, _ in words)
         result = Rescored(text)
-        done = 0
-        while True:
-            slots = [s for s in self.suspect_slots(words, classes) if s[0] >= done]
-            if not slots:
-                break
-            i, j, cls = slots[0]
+        out = [w for w, _, _ in words]
+        for i, j, cls in self.suspect_slots([w for w, _, _ in words], classes):
             result.suspect_slots += 1
-            span = " ".join(words[i:i + j])
+            span = " ".join(out[i:i + j])
+            a, b = words[i][1], words[i + j - 1][2]        # the slot's tokens: a .. b-1
+            t_lo = frames[a - 1] if a > 0 else 0
+            t_hi = frames[b] if b < len(tokens) else enc.shape[0] - 1
+            lo, hi = max(0, t_lo - self.pad_frames), min(enc.shape[0] - 1, t_hi + self.pad_frames)
+            after = [_SPACE] if b < len(tokens) else []
             names = [n for n, _, _ in process.extract(span, cls.names, scorer=fuzz.ratio,
                                                       limit=self.max_candidates)]
-            texts = [" ".join(words)] + [" ".join(words[:i] + [n] + words[i + j:]) for n in names]
-            s = self.scores(enc, texts)
+            slots = [tokens[a:b] + after] + [encode(n) + after for n in names]
+            s = self.segment_scores(enc[lo:hi + 1], tokens[:a], slots)
             result.candidates_scored += len(names)
             k = int(np.argmax(s[1:])) + 1
             if s[k] - s[0] > self.margin:
-                words = words[:i] + names[k - 1].split() + words[i + j:]
+                out[i:i + j] = [names[k - 1]] + [""] * (j - 1)
                 result.replacements.append((span, names[k - 1]))
-                done = i + len(names[k - 1].split())
-            else:
-                done = i + j
-        result.text = " ".join(words)
+        result.text = " ".join(w for w in out if w)
         result.changed = result.text != text
         return result
 

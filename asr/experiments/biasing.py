@@ -367,22 +367,24 @@ def parse_ilm_weights(spec, source: str = "--ilm-weights") -> tuple[float, ...]:
     return tuple(out)
 
 
-def set_hyps(model, rows: list[dict], make_scorer, beam: int) -> list[str]:
-    """One set decoded with ``make_scorer(row)`` (a TokenScorer or None) per utterance."""
-    return [decode(model, r["enc"], make_scorer(r), beam)[0] for r in rows]
+def set_hyps(model, rows: list[dict], make_scorer, beam: int) -> list:
+    """One set decoded with ``make_scorer(row)`` (a TokenScorer or None) per utterance: the
+    best hypothesis of each (tokens and token frames only)."""
+    return [decode_best(model, r["enc"], make_scorer(r), beam)[0] for r in rows]
 
 
 def set_wer(model, rows: list[dict], make_scorer, beam: int) -> float:
     """WER of one set decoded with ``make_scorer(row)`` per utterance."""
     from asr.metrics import error_rates
-    return error_rates([r["text"] for r in rows], set_hyps(model, rows, make_scorer, beam))["wer"]
+    return error_rates([r["text"] for r in rows],
+                       [h.text for h in set_hyps(model, rows, make_scorer, beam)])["wer"]
 
 
 def grid_wers(model, sets: dict, set_names, grid, compile_list, beam: int, desc: str,
               progress: bool = False, hyps: dict | None = None) -> list[dict]:
     """{gated, weight, end_bonus, <set name>: WER, ...} for every (weight, end bonus) of `grid`,
     plain and after carrier words (``compile_list(names, w, eb, gated)``). With `hyps` (a dict),
-    the decoded texts are kept there under (gated, weight, end_bonus, set name)."""
+    the best hypotheses are kept there under (gated, weight, end_bonus, set name)."""
     from tqdm import tqdm
     from asr.metrics import error_rates
     out = []
@@ -392,7 +394,7 @@ def grid_wers(model, sets: dict, set_names, grid, compile_list, beam: int, desc:
         row = {"gated": gated, "weight": w, "end_bonus": eb}
         for n in set_names:
             h = set_hyps(model, sets[n], lambda r: compile_list(r["list"], w, eb, gated), beam)
-            row[n] = error_rates([r["text"] for r in sets[n]], h)["wer"]
+            row[n] = error_rates([r["text"] for r in sets[n]], [x.text for x in h])["wer"]
             if hyps is not None:
                 hyps[(gated, w, eb, n)] = h
         out.append(row)
@@ -447,9 +449,9 @@ def slot_classes(names: list[str], prefixes: dict, known_contacts) -> list:
 
 def rescore_grid(rescorers: dict, sets: dict, tune_rows: list[dict], hyps: dict, classes_of,
                  progress: bool = False) -> list[dict]:
-    """Every fusion tuning row x ILM weight, with the dev sets' first-pass texts (`hyps`, from
-    grid_wers) rescored: {gated, weight, end_bonus, ilm_weight, tune_names, tune_no_names}.
-    Texts the grid decoded alike are rescored once."""
+    """Every fusion tuning row x ILM weight, with the dev sets' first-pass hypotheses (`hyps`,
+    from grid_wers) rescored: {gated, weight, end_bonus, ilm_weight, tune_names, tune_no_names}.
+    Hypotheses the grid decoded alike are rescored once."""
     from tqdm import tqdm
     from asr.metrics import error_rates
     cache: dict = {}
@@ -462,7 +464,7 @@ def rescore_grid(rescorers: dict, sets: dict, tune_rows: list[dict], hyps: dict,
         for n in ("tune_names", "tune_no_names"):
             texts = []
             for i, (r, h) in enumerate(zip(sets[n], hyps[(row["gated"], row["weight"], row["end_bonus"], n)])):
-                key = (lam, n, i, h)
+                key = (lam, n, i, h.tokens, h.token_frames)
                 if key not in cache:
                     if (n, i) not in classes:
                         classes[(n, i)] = classes_of(r["list"])
@@ -473,13 +475,20 @@ def rescore_grid(rescorers: dict, sets: dict, tune_rows: list[dict], hyps: dict,
     return out
 
 
-def decode(model, enc, scorer, beam):
+def decode_best(model, enc, scorer, beam):
+    """(best hypothesis, reduced to its tokens and token frames; seconds taken)."""
     from asr.decode import BeamSearch
+    from asr.decode.hyp import Hypothesis
     t0 = time.perf_counter()
     s = BeamSearch(model, beam, scorer=scorer)
     s.advance(enc)
-    text = s.nbest()[0].text
-    return text, time.perf_counter() - t0
+    h = s.nbest()[0]
+    return Hypothesis(h.tokens, h.token_frames), time.perf_counter() - t0
+
+
+def decode(model, enc, scorer, beam):
+    h, sec = decode_best(model, enc, scorer, beam)
+    return h.text, sec
 
 
 def name_recall(rows, hyps) -> float | None:
@@ -564,10 +573,12 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
         hyps = {c: [] for c in conds}
         secs = {c: 0.0 for c in conds}
         compile_s = 0.0
+        classes_s = {"list": 0.0, "list_large": 0.0}
         changed = {c: 0 for c in conds}
         for r in tqdm(rows, desc=f"biasing {name}", unit="utt", file=sys.stderr,
                       disable=not progress, leave=False):
-            first = {}     # (gated, weight, end bonus, list key) -> (text, decode seconds)
+            first = {}     # (gated, weight, end bonus, list key) -> (best hypothesis, seconds)
+            slot_lists = {}   # list key -> compiled slot-rescoring classes
             for c in conds:
                 sp = spec[c]
                 if sp is None:
@@ -581,12 +592,16 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
                         t_compile = time.perf_counter() - t0
                         if c in (f"sf-{LIST_SIZE}", f"sf-{LARGE_LIST_SIZE}"):
                             compile_s += t_compile
-                        text, sec = decode(fm, r["enc"], scorer, beam)
-                        first[k] = (text, sec)
-                    text, sec = first[k]
+                        first[k] = decode_best(fm, r["enc"], scorer, beam)
+                    best_hyp, sec = first[k]
+                    text = best_hyp.text
                     if lam is not None:
+                        if key not in slot_lists:   # per request, like the automaton: not in decode time
+                            t0 = time.perf_counter()
+                            slot_lists[key] = classes_of(r[key])
+                            classes_s[key] += time.perf_counter() - t0
                         t0 = time.perf_counter()
-                        out = rescorers[lam].rescore(r["enc"], text, classes_of(r[key]))
+                        out = rescorers[lam].rescore(r["enc"], best_hyp, slot_lists[key])
                         sec += time.perf_counter() - t0
                         text = out.text
                         changed[c] += out.changed
@@ -601,6 +616,7 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
                              "examples": [{"ref": a, "hyp": b} for a, b in list(zip(refs, hyps[c]))[:3]]}
                          for c in conds}
         results[name]["compile_ms_per_request"] = 1e3 * compile_s / len(rows) / 2
+        results[name]["slot_classes_ms_per_request"] = {k: 1e3 * v / len(rows) for k, v in classes_s.items()}
         rescore_stats[name] = {c: changed[c] for c in conds if spec[c] and spec[c][4] is not None}
 
     neural_result = None
