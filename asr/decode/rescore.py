@@ -22,10 +22,11 @@ against the span itself by
 
 The first term is the RNN-T's full-sum log-likelihood (all alignments, asr.model.rnnt_lattice)
 of the slot's tokens and the space after them, over the encoder frames from the token before
-the slot to the token after it in the first pass's alignment, widened by ``pad_frames`` on
-each side, starting from the prediction network's state after the words before the slot.
-Scoring only the slot's window, not the whole utterance, keeps the pass cheap: every
-candidate shares the same frames and the same context. The second term is the internal-LM
+the slot to the token after it in the first pass's alignment (widened by ``pad_frames`` on
+each side; 0 by default: padding frames belong to the neighbouring words, and the window's
+lattice must explain them as blanks), starting from the prediction network's state after the
+words before the slot. Scoring only the slot's window, not the whole utterance, keeps the pass
+cheap: every candidate shares the same frames and the same context. The second term is the internal-LM
 estimate: the joint network with the encoder's contribution set to zero and blank left out
 (Meng et al., "Internal language model estimation for domain-adaptive end-to-end speech
 recognition", SLT 2021). Subtracting it removes the prior that made the recognizer prefer a
@@ -104,7 +105,7 @@ def _words(tokens) -> list[tuple[str, int, int]]:
 
 class SlotRescorer:
     def __init__(self, model, vocab, ilm_weight: float = 1.0, margin: float = 0.0,
-                 max_candidates: int = 10, max_span_words: int = 3, pad_frames: int = 4):
+                 max_candidates: int = 10, max_span_words: int = 3, pad_frames: int = 0):
         self.model = model
         self.vocab = frozenset(vocab)
         self.ilm_weight = float(_check("ilm_weight", ilm_weight, *ILM_WEIGHT_RANGE))
