@@ -733,6 +733,20 @@ def format_tables(r: dict) -> str:
             "Slot rescoring tuning, WER on the dev voices after fusion at each weight (chosen: plain "
             + ", after carrier words ".join(f"{c['weight']:g} / {c['end_bonus']:g}, ILM weight {c['ilm_weight']:g}"
                                             for c in (ch["plain"], ch["after_carrier_words"])) + ")"))
+        ch_utts = r.get("rescoring_changed_utterances") or {}
+        if ch_utts:
+            d = r["details"]
+            parts.append(
+                f"slot rescoring changed, of {r['n_test']} name-bearing / {r['n_test']} name-free test "
+                f"utterances: " + "; ".join(
+                    f"{labels_short}: {ch_utts['names'][c]} / {ch_utts['no_names'][c]}"
+                    for c, labels_short in ((f"sf-rescore-{LIST_SIZE}", "plain"),
+                                            (f"sf-prefix-rescore-{LIST_SIZE}", "after carrier words")))
+                + f" ({LIST_SIZE} names). A request's slot classes take "
+                f"{d['names']['slot_classes_ms_per_request']['list']:.1f} ms to build with {LIST_SIZE} names, "
+                f"{d['names']['slot_classes_ms_per_request']['list_large']:.1f} ms with {LARGE_LIST_SIZE} "
+                f"(the automaton: {d['names']['compile_ms_per_request']:.1f} ms, mean of both sizes); neither is "
+                f"in the decode time")
     cp = r["carrier_prefixes"]
     n = r["names"]
     parts += [
