@@ -164,16 +164,21 @@ def test_weights_grid_parsing_and_errors():
         assert "--weights" in str(err.value) and "[0, 20]" in str(err.value)
 
 
+def _toy_utterances(m, rng, n_frames, distractors):
+    """utt(text, names) -> a biasing-set row with random audio encoded by model `m` and a list
+    of its names plus `distractors`."""
+    def utt(text, names):
+        enc = m.encode(rng.standard_normal((n_frames, m.input_dim)).astype(np.float32), m.encoder_init())[0]
+        return {"text": text, "names": names, "enc": enc, "list": names + distractors}
+    return utt
+
+
 def test_tradeoff_curve_rows_and_zero_weight_is_the_baseline():
     from asr.decode.biasing import BiasList
     from asr.decode.toy import RandomRNNT
     m = RandomRNNT(seed=3)
-    rng = np.random.default_rng(0)
+    utt = _toy_utterances(m, np.random.default_rng(0), 25, ["zed zulu", "lamp"])
     prefixes = {"contact": ["call"], "appliance": ["the"]}
-
-    def utt(text, names):
-        enc = m.encode(rng.standard_normal((25, m.input_dim)).astype(np.float32), m.encoder_init())[0]
-        return {"text": text, "names": names, "enc": enc, "list": names + ["zed zulu", "lamp"]}
 
     sets = {"names": [utt("call ann lee", ["ann lee"]), utt("turn on the fan", ["fan"])],
             "no_names": [utt("stop", []), utt("what time is it", [])]}
@@ -220,12 +225,8 @@ def test_rescore_grid_rows_match_rescoring_each_text():
     from asr.decode.toy import RandomRNNT
     from asr.metrics import error_rates
     m = RandomRNNT(seed=5)
-    rng = np.random.default_rng(1)
+    utt = _toy_utterances(m, np.random.default_rng(1), 20, ["zed zulu"])
     prefixes = {"contact": ["call"], "appliance": ["the"]}
-
-    def utt(text, names):
-        enc = m.encode(rng.standard_normal((20, m.input_dim)).astype(np.float32), m.encoder_init())[0]
-        return {"text": text, "names": names, "enc": enc, "list": names + ["zed zulu"]}
 
     sets = {"tune_names": [utt("call ann lee", ["ann lee"]), utt("call bo", ["bo"])],
             "tune_no_names": [utt("stop", []), utt("call me", [])]}

@@ -13,6 +13,7 @@ from asr.decode.hyp import Hypothesis
 from asr.decode.rescore import SlotClass, SlotRescorer
 from asr.text import BLANK, VOCAB_SIZE
 from azsim.errors import ConfigError
+from tests.test_biasing import FrameModel   # joint = the frame's log-probs: a flat internal LM
 
 VOCAB = {"call", "text", "me", "set", "the", "thermostat", "kathleen", "please", "to", "on"}
 CONTACTS = SlotClass(["karen smith", "bob"], ["call", "text"], frozenset({"kathleen", "nancy"}))
@@ -134,20 +135,6 @@ def _frames(text, p=0.9):
         q[BLANK] = 1 - p
         rows.append(np.log(q / q.sum()))
     return np.array(rows, np.float32)
-
-
-class FrameModel:
-    """Joint = the frame's own log-probs: the acoustics alone decide (a flat internal LM)."""
-    vocab_size, blank = VOCAB_SIZE, BLANK
-
-    def predictor_init(self):
-        return None
-
-    def predict(self, token, state):
-        return np.zeros(VOCAB_SIZE, np.float32), state
-
-    def joint(self, enc, pred):
-        return np.asarray(enc, np.float32) + 0 * np.asarray(pred, np.float32)
 
 
 def _hyp(text, audio):
