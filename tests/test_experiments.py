@@ -299,6 +299,19 @@ def test_carrier_prefixes_come_from_the_training_slots(tmp_path):
     assert classes == [(["ann lee"], ["call", "text"]), (["lamp", "dehumidifier"], ["kitchen", "the"])]
 
 
+def test_slot_phrases_keep_the_phrases_a_slot_usually_follows():
+    recs = [("call ann lee", {"contact": "ann lee"}), ("call me back", {}),
+            ("call bo please", {"contact": "bo"}),                  # call: 2 of 3 -> kept
+            ("play the song", {}), ("play the album", {}), ("play the hits", {}),
+            ("turn the lamp on", {"appliance": "lamp"}),             # the: 2 of 5; turn the: 2 of 2
+            ("turn the fan off", {"appliance": "fan"}),
+            ("send a message to ann lee", {"contact": "ann lee"})]  # to: 1 of 1
+    p = B.slot_phrases(None, records=recs)
+    assert p == {"contact": ["call", "to"], "appliance": ["turn the"]}
+    assert B.slot_phrases(None, min_precision=0.3, records=recs)["appliance"] == ["the"]
+    assert B.slot_phrases(None, max_words=1, records=recs)["appliance"] == []
+
+
 def test_row_store_resumes_only_the_same_run(tmp_path):
     key = {"settings": {"steps": 3}, "code": "abc"}
     s = C.RowStore("exp", tmp_path, key)
