@@ -16,9 +16,10 @@ pairs) up to LIST_SIZE names; ``no_names`` utterances get a list of the same siz
 boosts show up). A list of LARGE_LIST_SIZE names measures the decode-time cost.
 
 Slot rescoring (``asr.decode.rescore``) follows each fusion variant as a further method: after
-a phrase that a slot usually follows in training (``slot_phrases``), a contact slot that holds a contact the recognizer knows from training but the user does not
-have, or any slot holding out-of-vocabulary words, is re-decided among the list's names by
-RNN-T log-likelihood minus a weighted internal-LM estimate. The fusion weight and the ILM
+a phrase that a slot usually follows in training (``slot_phrases``), a contact slot that holds
+a contact the recognizer knows from training but the user does not have, or any slot holding
+out-of-vocabulary words, is re-decided among the list's names by RNN-T log-likelihood minus a
+weighted internal-LM estimate. The fusion weight and the ILM
 weight (ILM_WEIGHTS) are chosen together on the dev voices by the same rule (``rescore_grid``).
 
 Decoding: the float model on the host (biasing acts on the host's beam search; the encoder
@@ -126,8 +127,9 @@ def slot_phrases(corpus_dir, min_precision: float = 0.5, min_share: float = 0.00
     each slot in the training transcripts and that the slot follows at least `min_precision` of
     the time (at least `min_share` of the slot's occurrences; none whose shorter ending already
     qualifies). Where carrier_prefixes asks which words come before a slot, this asks after which
-    phrases a slot is expected: "the" precedes appliances but is followed by one only a quarter
-    of the time ("play the ..."), "turn the" four times in five. Slot rescoring acts only there."""
+    phrases a slot is expected: "the" precedes appliances but is mostly followed by other words
+    ("play the ..."), while "turn the" is mostly followed by an appliance. Slot rescoring acts
+    only after these."""
     seen: dict[tuple, int] = {}
     hits = {"contact": {}, "appliance": {}}
     for text, slots in records if records is not None else _train_slots(corpus_dir):
@@ -777,8 +779,8 @@ def format_tables(r: dict) -> str:
             parts.append(
                 f"slot rescoring changed, of {r['n_test']} name-bearing / {r['n_test']} name-free test "
                 f"utterances: " + "; ".join(
-                    f"{labels_short}: {ch_utts['names'][c]} / {ch_utts['no_names'][c]}"
-                    for c, labels_short in ((f"sf-rescore-{LIST_SIZE}", "plain"),
+                    f"{label}: {ch_utts['names'][c]} / {ch_utts['no_names'][c]}"
+                    for c, label in ((f"sf-rescore-{LIST_SIZE}", "plain"),
                                             (f"sf-prefix-rescore-{LIST_SIZE}", "after carrier words")))
                 + f" ({LIST_SIZE} names). A request's slot classes take "
                 f"{d['names']['slot_classes_ms_per_request']['list']:.1f} ms to build with {LIST_SIZE} names, "
@@ -796,8 +798,8 @@ def format_tables(r: dict) -> str:
              f"occurrences): contacts {', '.join(cp['contact'])}; appliances {', '.join(cp['appliance'])}"]
     sp = r.get("slot_phrases")
     if sp:
-        parts.append(f"slot rescoring acts after (phrases a slot follows >= 50% of the time in training): "
-                     f"contacts {', '.join(sp['contact'])}; appliances {', '.join(sp['appliance'])}")
+        parts.append(f"slot rescoring acts after these phrases (in training, a slot follows each at least half "
+                     f"the time): contacts {', '.join(sp['contact'])}; appliances {', '.join(sp['appliance'])}")
     if r.get("curve"):
         parts.append(C.format_table(r["curve"], [
             ("gated", "after carrier words", "s"), ("weight", "weight", "g"), ("end_bonus", "end bonus", "g"),
