@@ -98,6 +98,14 @@ def train_counts(corpus_dir, records=None) -> tuple[dict, dict]:
     return contacts, appliances
 
 
+def _slot_start(words: list[str], value) -> int | None:
+    """Index of the first word of the slot `value` in `words`, if it occurs after word 0."""
+    if not isinstance(value, str):
+        return None
+    v = value.split()
+    return next((i for i in range(1, len(words) - len(v) + 1) if words[i:i + len(v)] == v), None)
+
+
 def carrier_prefixes(corpus_dir, min_share: float = 0.01, records=None) -> dict[str, list[str]]:
     """{"contact": [...], "appliance": [...]}: the words that precede each slot in the training
     transcripts (the manifest's slot annotations), those with at least `min_share` of the
@@ -106,14 +114,9 @@ def carrier_prefixes(corpus_dir, min_share: float = 0.01, records=None) -> dict[
     for text, slots in records if records is not None else _train_slots(corpus_dir):
         words = text.split()
         for slot, c in counts.items():
-            value = slots.get(slot)
-            if not isinstance(value, str):
-                continue
-            v = value.split()
-            for i in range(1, len(words) - len(v) + 1):
-                if words[i:i + len(v)] == v:
-                    c[words[i - 1]] = c.get(words[i - 1], 0) + 1
-                    break
+            i = _slot_start(words, slots.get(slot))
+            if i is not None:
+                c[words[i - 1]] = c.get(words[i - 1], 0) + 1
     out = {}
     for slot, c in counts.items():
         total = sum(c.values())
@@ -139,16 +142,10 @@ def slot_phrases(corpus_dir, min_precision: float = 0.5, min_share: float = 0.00
                 g = tuple(words[i - n:i])
                 seen[g] = seen.get(g, 0) + 1
         for slot, h in hits.items():
-            value = slots.get(slot)
-            if not isinstance(value, str):
-                continue
-            v = value.split()
-            for i in range(1, len(words) - len(v) + 1):
-                if words[i:i + len(v)] == v:
-                    for n in range(1, min(max_words, i) + 1):
-                        g = tuple(words[i - n:i])
-                        h[g] = h.get(g, 0) + 1
-                    break
+            i = _slot_start(words, slots.get(slot))
+            for n in range(1, min(max_words, i or 0) + 1):
+                g = tuple(words[i - n:i])
+                h[g] = h.get(g, 0) + 1
     out = {}
     for slot, h in hits.items():
         total = sum(c for g, c in h.items() if len(g) == 1)
