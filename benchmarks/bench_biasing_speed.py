@@ -55,22 +55,20 @@ def run(n: int = 60, beam: int = 4, n_names: int = 1000, ilm_weight: float = 1.0
     fm = C.load_float(MODEL)
     records = B._train_slots(corpus)
     sets, _ = B.build_sets(corpus, n, 1, 0, False, records)
-    phrases = B.slot_phrases(corpus, records=records)
-    known = set(B.train_counts(corpus, records)[0])
-    vocab = {w for text, _ in records for w in text.split()}
-    rescorer = SlotRescorer(fm, vocab, ilm_weight=ilm_weight)
+    lexicon = B.SlotLexicon(corpus, records)
+    rescorer = SlotRescorer(fm, lexicon.vocab, ilm_weight=ilm_weight)
     pool = B.distractor_pool(0, B.NOVEL_APPLIANCES)
     warm = sets["names"][0]      # numba's compiled-code load and the first imports: not timed
     warm_enc = fm.encode(warm["feats"], fm.encoder_init())[0]
     rescorer.rescore(warm_enc, Hypothesis(tuple(encode("call zzz")), tuple(range(8))),
-                     B.slot_classes(["ann lee"], phrases, known))
+                     lexicon.classes(["ann lee"]))
     secs = {"beam": 0.0, "fusion": 0.0, "fusion+rescoring": 0.0}
     suspect = 0
     for i, r in enumerate(sets["names"]):
         enc = fm.encode(r["feats"], fm.encoder_init())[0]
         names = B.bias_list(r["names"], n_names, pool, np.random.default_rng([0, 77, i]))
         bias = BiasList.compile(names, weight, end_bonus=end_bonus)
-        classes = SlotRescorer.compile_classes(B.slot_classes(names, phrases, known))
+        classes = lexicon.classes(names)
         order = list(secs)
         for cond in order[i % 3:] + order[:i % 3]:   # rotated: no condition always runs first
             t0 = time.perf_counter()

@@ -312,6 +312,18 @@ def test_slot_phrases_keep_the_phrases_a_slot_usually_follows():
     assert B.slot_phrases(None, max_words=1, records=recs)["appliance"] == []
 
 
+def test_slot_lexicon_reads_phrases_contacts_and_vocabulary():
+    recs = [("call ann lee", {"contact": "ann lee"}), ("call bo please", {"contact": "bo"}),
+            ("turn the lamp on", {"appliance": "lamp"})]
+    lex = B.SlotLexicon(None, recs)
+    assert lex.phrases == B.slot_phrases(None, records=recs)
+    assert lex.known_contacts == {"ann lee", "bo"}
+    assert lex.vocab == {"call", "ann", "lee", "bo", "please", "turn", "the", "lamp", "on"}
+    contacts, lamps = lex.classes(["kim", "lamp"])
+    assert contacts.names == ["kim"] and contacts.suspect == {"ann lee", "bo"}
+    assert lamps.names == ["lamp"] and lamps.suspect == frozenset()
+
+
 def test_row_store_resumes_only_the_same_run(tmp_path):
     key = {"settings": {"steps": 3}, "code": "abc"}
     s = C.RowStore("exp", tmp_path, key)

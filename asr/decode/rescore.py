@@ -219,10 +219,10 @@ class SlotRescorer:
         if len(frames) != len(tokens):
             raise ValueError(f"hypothesis has {len(tokens)} tokens but {len(frames)} token frames")
         words = _words(tokens)
-        text = " ".join(w for w, _, _ in words)
-        result = Rescored(text)
         out = [w for w, _, _ in words]
-        for i, j, cls in self.suspect_slots([w for w, _, _ in words], classes):
+        text = " ".join(out)
+        result = Rescored(text)
+        for i, j, cls in self.suspect_slots(out, classes):
             result.suspect_slots += 1
             span = " ".join(out[i:i + j])
             a, b = words[i][1], words[i + j - 1][2]        # the slot's tokens: a .. b-1

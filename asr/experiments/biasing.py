@@ -482,6 +482,22 @@ def slot_classes(names: list[str], phrases: dict, known_contacts) -> list:
             for c, pre in bias_classes(names, phrases)]
 
 
+class SlotLexicon:
+    """What slot rescoring takes from the training transcripts: the phrases a slot follows
+    (slot_phrases), the contacts the recognizer knows, and its vocabulary."""
+
+    def __init__(self, corpus_dir, records=None):
+        records = records if records is not None else _train_slots(corpus_dir)
+        self.phrases = slot_phrases(corpus_dir, records=records)
+        self.known_contacts = frozenset(train_counts(corpus_dir, records)[0])
+        self.vocab = frozenset(w for text, _ in records for w in text.split())
+
+    def classes(self, names: list[str]) -> list:
+        """A request's list as compiled slot-rescoring classes (build once per request)."""
+        from asr.decode.rescore import SlotRescorer
+        return SlotRescorer.compile_classes(slot_classes(names, self.phrases, self.known_contacts))
+
+
 def rescore_grid(rescorers: dict, sets: dict, tune_rows: list[dict], hyps: dict, classes_of,
                  progress: bool = False) -> list[dict]:
     """Every fusion tuning row x ILM weight, with the dev sets' first-pass hypotheses (`hyps`,
@@ -579,16 +595,9 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
 
     # --- slot rescoring after fusion: fusion weight and ILM weight tuned together, same rule
     from asr.decode.rescore import SlotRescorer
-    known_contacts = set(train_counts(corpus_dir, records)[0])
-    vocab = {w for text, _ in records for w in text.split()}
-    rescorers = {lam: SlotRescorer(fm, vocab, ilm_weight=lam) for lam in ilm_weights}
-
-    phrases = slot_phrases(corpus_dir, records=records)
-
-    def classes_of(names):
-        return SlotRescorer.compile_classes(slot_classes(names, phrases, known_contacts))
-
-    rescore_rows = rescore_grid(rescorers, sets, tune_rows, tune_hyps, classes_of, progress)
+    lexicon = SlotLexicon(corpus_dir, records)
+    rescorers = {lam: SlotRescorer(fm, lexicon.vocab, ilm_weight=lam) for lam in ilm_weights}
+    rescore_rows = rescore_grid(rescorers, sets, tune_rows, tune_hyps, lexicon.classes, progress)
     rs_best = {g: pick_weight([r for r in rescore_rows if r["gated"] == g], base_tune) for g in (False, True)}
 
     # --- the test sets: baseline, shallow fusion (LIST_SIZE and LARGE_LIST_SIZE names), each
@@ -635,7 +644,7 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
                     if lam is not None:
                         if key not in slot_lists:   # per request, like the automaton: not in decode time
                             t0 = time.perf_counter()
-                            slot_lists[key] = classes_of(r[key])
+                            slot_lists[key] = lexicon.classes(r[key])
                             classes_s[key] += time.perf_counter() - t0
                         t0 = time.perf_counter()
                         out = rescorers[lam].rescore(r["enc"], best_hyp, slot_lists[key])
@@ -724,7 +733,7 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
                        "chosen_end_bonus_prefix": geb, "rescoring": rescore_rows,
                        "chosen_rescoring": {"plain": rs_best[False], "after_carrier_words": rs_best[True]}},
             "rescoring_changed_utterances": rescore_stats,
-            "carrier_prefixes": prefixes, "slot_phrases": phrases,
+            "carrier_prefixes": prefixes, "slot_phrases": lexicon.phrases,
             "rows": rows, "details": results, "neural": neural_result, "goals": goals, "curve": curve_rows,
             "goal_note": "'0.2 absolute WER' read as 0.2 percentage points (0.002)",
             "seconds": {"sets": t_sets, "total": clock()}}
