@@ -2,6 +2,7 @@
 import collections
 import json
 import os
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -289,11 +290,98 @@ def test_partial_build_makes_only_the_asked_subsets_and_full_build_reuses_them(t
         corpus.load_subset(path, "train")
     assert not (path / "complete.json").exists()
     kept = sorted(p.name for p in (path / "shards").iterdir())
-    assert kept == ["test_0000", "test_fsdd_0000"]
+    # dev shard 0 is synthesized right after test shard 0 (one chain), so it comes along
+    assert kept == ["dev_0000", "test_0000", "test_fsdd_0000"]
     # asking again for a subset already built is instant: nothing is synthesized
     assert corpus.build(cfg, cache, workers=1, progress=False, subsets=["test_fsdd"]) == path
     full = corpus.build(cfg, cache, workers=1, progress=False)
-    assert full == path and corpus.corpus_info(path)["shards_built_this_run"] == 3  # dev, train, fsdd train
+    assert full == path and corpus.corpus_info(path)["shards_built_this_run"] == 2  # train, fsdd train
     assert len(corpus.load_subset(path, "train")) == 2 + 4 * 10
     with pytest.raises(ConfigError, match="unknown subset"):
         corpus.build(cfg, cache, subsets=["tset"])
+
+
+def test_synth_reset_restores_a_fresh_process_state():
+    """eSpeak's output depends on what it synthesized before; reset() removes that history."""
+    from asr.data import synth
+    v = synth.Voice("en-GB-x-gbclan", "aunty", 186, 36)
+    synth.reset()
+    first = [synth.synthesize("go back", v) for _ in range(2)]
+    synth.synthesize("call patricia in the kitchen", synth.Voice("en-US-nyc", "Hugo", 141, 39))
+    assert not np.array_equal(first[0], synth.synthesize("go back", v))   # the history shows
+    synth.reset()
+    again = [synth.synthesize("go back", v) for _ in range(2)]
+    for a, b in zip(first, again):
+        assert np.array_equal(a, b)
+
+
+def _assert_same_corpus(a: Path, b: Path):
+    """Every record, feature matrix and WAV equal, except where a voice in
+    synth.unstable_variants() speaks (its audio may differ between processes), and test_noisy's
+    babble (its bank may hold such a voice). In the test shards (version 1's single random
+    stream) an unstable utterance's length feeds the noise draws of the rest of its shard, so
+    comparison of that shard stops there."""
+    from asr.data import synth
+    unstable = synth.unstable_variants()
+    assert (a / "config.json").read_bytes() == (b / "config.json").read_bytes()
+    compared = 0
+    for subset in corpus.SUBSETS:
+        ra, rb = (corpus.load_subset(d, subset) for d in (a, b))
+        assert len(ra) == len(rb)
+        stopped = set()
+        for ua, ub in zip(ra, rb):
+            shard = ua.meta["id"].rsplit("_", 1)[0]
+            if shard in stopped:
+                continue
+            if ua.meta["variant"] in unstable:
+                assert ua.text == ub.text and ua.meta["voice"] == ub.meta["voice"]
+                if subset.startswith("test"):
+                    stopped.add(shard)
+                continue
+            assert ua.meta == ub.meta
+            if ua.meta.get("noise") == "babble" and subset == "test_noisy":
+                continue
+            assert np.array_equal(ua.feats, ub.feats)
+            assert ua.path.read_bytes() == ub.path.read_bytes()
+            compared += 1
+    assert compared >= 30
+
+
+def test_corpus_build_is_identical_whatever_the_workers_and_history(tmp_path, monkeypatch):
+    """Two builds of one config write the same utterances, with 1 or 2 workers, after other
+    synthesis in the calling process, and when resumed after a chain was interrupted half-way
+    (the resumed build replays the chain's finished shard to reach the same synthesizer state)."""
+    from asr.data import synth
+    mini = tmp_path / "fsdd" / "recordings"
+    mini.mkdir(parents=True)
+    for item in fsdd.list_items():
+        if item.take in (0, 5) and item.digit < 3:
+            (mini / item.path.name).symlink_to(item.path)
+    monkeypatch.setenv("AZSIM_FSDD", str(mini.parent))
+    cfg = {"seed": 5, "n_train": 6, "n_dev": 4, "n_test": 4, "shard_size": 2, "fsdd_copies": 1,
+           "p_noise": 1.0}
+    a = corpus.build(cfg, tmp_path / "a", workers=2, progress=False)
+    synth.synthesize("turn on the porch light", synth.Voice("en-us", "m3", 150, 50))
+    b = corpus.build(cfg, tmp_path / "b", workers=1, progress=False)
+    _assert_same_corpus(a, b)
+    # interrupted: test shard 1 finished, dev shard 1 (same chain) not
+    c = corpus.build(cfg, tmp_path / "c", workers=1, progress=False, subsets=["dev"])
+    shutil.rmtree(c / "shards" / "dev_0001")
+    corpus.build(cfg, tmp_path / "c", workers=1, progress=False)
+    _assert_same_corpus(a, c)
+
+
+def test_unstable_variants_are_the_breath_voices():
+    from asr.data import synth
+    unstable = synth.unstable_variants()
+    assert {"f2", "f3", "f5", "Alicia", "sandro", "victor"} <= unstable
+    assert not {"m3", "f1", "f4", "Hugo"} & unstable
+
+
+def test_train_transcripts_equal_the_built_training_split(tiny_corpus):
+    path, cfg, _ = tiny_corpus
+    built = [json.loads(line) for line in (path / "train.jsonl").read_text().splitlines()]
+    planned = corpus.train_transcripts(cfg)
+    assert len(planned) == len(built)
+    for p, r in zip(planned, built):
+        assert p == {k: r[k] for k in p}

@@ -22,10 +22,24 @@ Per subset the corpus directory holds:
 The features are computed from the 16-bit samples stored in the WAV, so
 asr.features.log_mel(*load_wav(path)) reproduces them (to float16 rounding).
 
-Deterministic from data_cfg['seed']: texts, voices, augmentation choices and noise are the same
-on every build. eSpeak NG itself has small run-to-run jitter, so audio is not bit-identical
-between builds; that is why the corpus is cached. Work is split into shards (default 250
-utterances) written atomically, so an interrupted build resumes where it stopped.
+Deterministic from data_cfg['seed']: every build of a config writes the same bytes, whatever
+the number of workers or the order shards finish in. eSpeak NG's output depends on what it
+synthesized before in the same process (asr.data.synth), so shards are grouped into *chains*
+(`_chains`) and each chain starts from a freshly reset synthesizer: test shard k and dev shard
+k form one chain (the order corpus version 1 happened to use, which keeps its dev and test
+sets byte for byte), every other shard is a chain of its own. Training transcripts and voices
+come from their own random stream, apart from audio and augmentation, so
+`train_transcripts(cfg)` lists them without synthesizing anything (the biasing experiment
+reads only these); each training utterance's gain and augmentation has a stream of its own.
+The exception: voices in `synth.unstable_variants()` (breath noise; 8 of the 71 training
+variants, 1 of the 10 test variants, none of the dev ones) can sound slightly different from
+one process to the next, whatever the history. Their utterances keep their texts and lengths
+but not their exact samples between builds: in the default corpus the 47 test_clean
+utterances in the test voice `sandro`, and test_noisy's babble-noised utterances, whose babble
+bank (version 1's) draws training voices. The training split's babble bank leaves those voices
+out, so there only the unstable voices' own utterances vary. The corpus is cached because building it takes minutes. Work is split into
+shards (default 250 utterances) written atomically, so an interrupted build resumes where it
+stopped.
 """
 from __future__ import annotations
 
@@ -42,7 +56,9 @@ import numpy as np
 
 from azsim.errors import ConfigError
 
-CORPUS_VERSION = 1
+# 2: synthesizer reset per chain of shards (deterministic builds); training transcripts from
+# their own random stream. Version 1's training split depended on worker scheduling.
+CORPUS_VERSION = 2
 SAMPLE_RATE_HZ = 16000
 SUBSETS = ("train", "dev", "test_clean", "test_noisy", "test_fsdd")
 
@@ -220,10 +236,16 @@ class _Babble:
 
     def bank(self):
         if self._bank is None:
-            from asr.data import grammar
+            from asr.data import grammar, synth
             cfg, pools, code, index = self._args
             rng = np.random.default_rng([cfg["seed"], 9, code, index])
-            self._bank = [_synth16k(grammar.sample(rng)[0], _draw_voice(rng, cfg, pools["train"]))
+            voices = pools["train"]
+            if code in (_JOB_CODES["train"], _JOB_CODES["fsdd_train"]):
+                # a bank voice that sounds different in another process would change every
+                # babble-noised utterance of the shard (test shards keep version 1's bank)
+                unstable = synth.unstable_variants()
+                voices = [v for v in voices if v not in unstable] or voices
+            self._bank = [_synth16k(grammar.sample(rng)[0], _draw_voice(rng, cfg, voices))
                           for _ in range(8)]
         return self._bank
 
@@ -257,13 +279,17 @@ def _to_pcm(x) -> np.ndarray:
 
 
 class _SubsetWriter:
-    def __init__(self, corpus_dir: Path, shard_dir: Path, subset: str, job_name: str):
+    def __init__(self, corpus_dir: Path, shard_dir: Path, subset: str, job_name: str,
+                 replay: bool = False):
         self.corpus_dir, self.shard_dir, self.subset, self.job = corpus_dir, shard_dir, subset, job_name
         self.records, self.feats = [], []
+        self.replay = replay   # a finished shard synthesized again: write nothing
         (corpus_dir / "wav" / subset).mkdir(parents=True, exist_ok=True)
 
     def add(self, i, x16, rec, wav_path: Path | None = None):
         """Store one utterance: WAV (unless wav_path is given), features, manifest record."""
+        if self.replay:
+            return
         import scipy.io.wavfile
         from asr.features import log_mel
         if wav_path is None:
@@ -291,7 +317,73 @@ class _SubsetWriter:
         np.save(tmp / f"{self.subset}.lens.npy", lens)
 
 
-def _run_job(args) -> tuple[str, int]:
+def _train_text_rng(cfg: dict, job: _Job):
+    return np.random.default_rng([cfg["seed"], _JOB_CODES["train"], job.index, 1])
+
+
+def train_transcripts(cfg: dict) -> list[dict]:
+    """The training split's records without its audio: id, text, voice, variant, intent, slots
+    and source, in train.jsonl's order and equal to its fields (tested). Milliseconds, where
+    building the split takes minutes."""
+    from asr.data import grammar
+    cfg = resolve_config(cfg)
+    pool = voice_pools(cfg)["train"]
+    out = []
+    for job in _plan(cfg):
+        if job.kind == "train":
+            rng = _train_text_rng(cfg, job)
+            for i in range(job.n):
+                text, intent, slots = grammar.sample(rng)
+                voice = _draw_voice(rng, cfg, pool)
+                out.append({"id": f"train/{job.name}_{i:05d}", "text": text, "voice": voice.name,
+                            "variant": voice.variant, "intent": intent, "slots": slots,
+                            "source": "espeak"})
+        elif job.kind == "fsdd_train":
+            for i, (_path, text, speaker, take, copy) in enumerate(job.fsdd_items):
+                out.append({"id": f"train/{job.name}_{i:05d}", "text": text,
+                            "voice": f"fsdd:{speaker}", "variant": f"fsdd:{speaker}",
+                            "intent": "digit", "slots": {"digit": text, "take": take, "copy": copy},
+                            "source": "fsdd"})
+    return out
+
+
+def _chains(jobs: list[_Job]) -> list[list[_Job]]:
+    """Shards that share one synthesizer history, in order (see the module doc)."""
+    by_name = {j.name: j for j in jobs}
+    chains, taken = [], set()
+    for j in jobs:
+        if j.name in taken:
+            continue
+        chain = [j]
+        if j.kind == "test" and f"dev_{j.index:04d}" in by_name:
+            chain.append(by_name[f"dev_{j.index:04d}"])
+        elif j.kind == "dev" and f"test_{j.index:04d}" in by_name:
+            continue   # built after its test shard
+        taken.update(c.name for c in chain)
+        chains.append(chain)
+    return chains
+
+
+def _run_chain(args) -> tuple[list[str], int]:
+    """Build a chain's unfinished shards from a reset synthesizer. A finished shard before an
+    unfinished one is synthesized again (and discarded) so that the later shard starts from
+    the same synthesizer state as in an uninterrupted build."""
+    from asr.data import synth
+    chain, cfg, pools, corpus_dir = args
+    done = [(Path(corpus_dir) / "shards" / j.name / "done").exists() for j in chain]
+    if all(done):
+        return [j.name for j in chain], 0
+    last = max(k for k, d in enumerate(done) if not d)
+    synth.reset()
+    count = 0
+    for k, job in enumerate(chain[: last + 1]):
+        count += _run_job((job, cfg, pools, corpus_dir), replay=done[k])[1]
+    return [j.name for j in chain], count
+
+
+def _run_job(args, replay: bool = False) -> tuple[str, int]:
+    """Build one shard. replay=True: synthesize it again only to advance the synthesizer's
+    state, leave the finished shard as it is and count nothing."""
     job, cfg, pools, corpus_dir = args
     from asr.audio import load_wav
     from asr.data import augment as A
@@ -299,7 +391,7 @@ def _run_job(args) -> tuple[str, int]:
     from asr.features import resample_to_16k
     corpus_dir = Path(corpus_dir)
     final = corpus_dir / "shards" / job.name
-    if (final / "done").exists():
+    if (final / "done").exists() and not replay:
         return job.name, 0
     tmp = corpus_dir / "shards" / f".tmp_{job.name}_{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -309,24 +401,30 @@ def _run_job(args) -> tuple[str, int]:
     babble = _Babble(cfg, pools, code, job.index)
     count = 0
     if job.kind in ("train", "dev"):
-        w = _SubsetWriter(corpus_dir, tmp, job.kind, job.name)
+        w = _SubsetWriter(corpus_dir, tmp, job.kind, job.name, replay)
         pool = pools[job.kind]
+        # dev keeps version 1's single stream (its bytes are unchanged); train draws texts
+        # and voices apart from the audio, see train_transcripts
+        text_rng = _train_text_rng(cfg, job) if job.kind == "train" else rng
         for i in range(job.n):
-            text, intent, slots = grammar.sample(rng)
-            voice = _draw_voice(rng, cfg, pool)
-            x = _gain(_synth16k(text, voice), rng)
+            text, intent, slots = grammar.sample(text_rng)
+            voice = _draw_voice(text_rng, cfg, pool)
+            # train: one stream per utterance, so an utterance whose audio differs between
+            # builds (a voice in synth.unstable_variants()) changes nothing after it
+            a_rng = np.random.default_rng([cfg["seed"], code, job.index, 2, i]) if job.kind == "train" else rng
+            x = _gain(_synth16k(text, voice), a_rng)
             snr = noise = None
             aug = []
             if job.kind == "train":
-                x, snr, noise, aug = _augment(x, rng, cfg, babble)
+                x, snr, noise, aug = _augment(x, a_rng, cfg, babble)
             w.add(i, x, {"text": text, "voice": voice.name, "variant": voice.variant,
                          "intent": intent, "slots": slots, "snr_db": snr, "noise": noise,
                          "aug": aug, "source": "espeak"})
         w.save()
         count = job.n
     elif job.kind == "test":
-        wc = _SubsetWriter(corpus_dir, tmp, "test_clean", job.name)
-        wn = _SubsetWriter(corpus_dir, tmp, "test_noisy", job.name)
+        wc = _SubsetWriter(corpus_dir, tmp, "test_clean", job.name, replay)
+        wn = _SubsetWriter(corpus_dir, tmp, "test_noisy", job.name, replay)
         for i in range(job.n):
             text, intent, slots = grammar.sample(rng)
             voice = _draw_voice(rng, cfg, pools["test"])
@@ -342,18 +440,19 @@ def _run_job(args) -> tuple[str, int]:
         wn.save()
         count = 2 * job.n
     elif job.kind == "fsdd_train":
-        w = _SubsetWriter(corpus_dir, tmp, "train", job.name)
+        w = _SubsetWriter(corpus_dir, tmp, "train", job.name, replay)
         for i, (path, text, speaker, take, copy) in enumerate(job.fsdd_items):
             x, rate = load_wav(path)
-            x = _gain(resample_to_16k(x, rate), rng)
-            x, snr, noise, aug = _augment(x, rng, cfg, babble)
+            a_rng = np.random.default_rng([cfg["seed"], code, job.index, 2, i])
+            x = _gain(resample_to_16k(x, rate), a_rng)
+            x, snr, noise, aug = _augment(x, a_rng, cfg, babble)
             w.add(i, x, {"text": text, "voice": f"fsdd:{speaker}", "variant": f"fsdd:{speaker}",
                          "intent": "digit", "slots": {"digit": text, "take": take, "copy": copy},
                          "snr_db": snr, "noise": noise, "aug": aug, "source": "fsdd"})
         w.save()
         count = len(job.fsdd_items)
     elif job.kind == "fsdd_test":
-        w = _SubsetWriter(corpus_dir, tmp, "test_fsdd", job.name)
+        w = _SubsetWriter(corpus_dir, tmp, "test_fsdd", job.name, replay)
         for i, (path, text, speaker, take, _copy) in enumerate(job.fsdd_items):
             x, rate = load_wav(path)
             w.add(i, x, {"text": text, "voice": f"fsdd:{speaker}", "variant": f"fsdd:{speaker}",
@@ -362,6 +461,9 @@ def _run_job(args) -> tuple[str, int]:
                   wav_path=Path(path).resolve())
         w.save()
         count = len(job.fsdd_items)
+    if replay:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return job.name, 0
     (tmp / "done").write_text("ok\n")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -433,9 +535,10 @@ def build(data_cfg: dict | None, cache_dir=None, workers: int = 2, progress: boo
           subsets=None) -> Path:
     """Build (or reuse) the corpus for `data_cfg`; returns its directory. See the module doc.
 
-    `subsets` (default: all) builds only the jobs those subsets need, so evaluating a model
+    `subsets` (default: all) builds only the chains those subsets need, so evaluating a model
     on a fresh machine synthesizes the test sets without the 20k-utterance training set.
-    A partial build keeps its shards, so a later full build reuses them.
+    A partial build keeps its shards, so a later full build reuses them. `subsets=()` only
+    makes the directory and its config.json (for readers of `train_transcripts` and caches).
     """
     cfg = resolve_config(data_cfg)
     wanted = tuple(SUBSETS if subsets is None else subsets)
@@ -444,37 +547,43 @@ def build(data_cfg: dict | None, cache_dir=None, workers: int = 2, progress: boo
         raise ConfigError(f"unknown subset(s) {', '.join(bad)} (allowed: {', '.join(SUBSETS)})")
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     corpus_dir = cache_dir / f"corpus-{config_hash(cfg)}"
-    if (corpus_dir / "complete.json").exists() or all(
-            (corpus_dir / f"{s}.complete").exists() for s in wanted):
+    if wanted and ((corpus_dir / "complete.json").exists() or all(
+            (corpus_dir / f"{s}.complete").exists() for s in wanted)):
         return corpus_dir
     corpus_dir.mkdir(parents=True, exist_ok=True)
-    (corpus_dir / "config.json").write_text(json.dumps(cfg, indent=1, sort_keys=True) + "\n")
+    if not (corpus_dir / "config.json").exists():
+        (corpus_dir / "config.json").write_text(json.dumps(cfg, indent=1, sort_keys=True) + "\n")
+    if not wanted:
+        return corpus_dir
     pools = voice_pools(cfg)
-    jobs = [j for j in _plan(cfg) if set(_JOB_SUBSETS[j.kind]) & set(wanted)]
+    chains = [c for c in _chains(_plan(cfg))
+              if any(set(_JOB_SUBSETS[j.kind]) & set(wanted) for j in c)]
+    jobs = [j for c in chains for j in c]
     todo = [j for j in jobs if not (corpus_dir / "shards" / j.name / "done").exists()]
     total = sum(j.n * (2 if j.kind == "test" else 1) for j in todo)
     t0 = time.time()
     from tqdm import tqdm
     bar = tqdm(total=total, desc=f"corpus {corpus_dir.name}", unit="utt", disable=not progress)
-    args = [(j, cfg, pools, str(corpus_dir)) for j in todo]
-    if workers <= 1 or len(todo) <= 1:
-        for a in args:
-            bar.update(_run_job(a)[1])
-    else:
-        import multiprocessing as mp
-        # spawn, not fork: the caller may be a torch process whose threads do not survive fork.
-        saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-        os.environ.update({k: "1" for k in saved})
-        try:
-            with mp.get_context("spawn").Pool(workers) as pool:
-                for _name, n in pool.imap_unordered(_run_job, args):
+    args = [(c, cfg, pools, str(corpus_dir)) for c in chains
+            if any(j.name in {t.name for t in todo} for j in c)]
+    # Always in worker processes with one BLAS thread, even for workers=1: the features'
+    # float sums depend on the thread count (measured: 1 vs 2 threads change dev.feats.npy),
+    # and the caller's synthesizer history must not leak in. Spawn, not fork: the caller may
+    # be a torch process whose threads do not survive fork.
+    import multiprocessing as mp
+    saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    os.environ.update({k: "1" for k in saved})
+    try:
+        if args:
+            with mp.get_context("spawn").Pool(max(1, min(workers, len(args)))) as pool:
+                for _names, n in pool.imap_unordered(_run_chain, args):
                     bar.update(n)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     bar.close()
     made = [s for s in SUBSETS if any(s in _JOB_SUBSETS[j.kind] for j in jobs)]
     stats = _merge(corpus_dir, jobs, made)

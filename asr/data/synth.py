@@ -6,8 +6,19 @@ callback, no sound device), 22,050 Hz, 16-bit. The library holds global state, s
 synthesizer per process; callers parallelize with processes (see corpus.py).
 
 A voice is (base, variant, rate_wpm, pitch). eSpeak silently ignores an unknown `+variant`, so
-variant names are validated against the data's `voices/!v` folder. Output is not bit-identical
-between runs (the library has timing jitter), which is why corpus.py caches everything it makes.
+variant names are validated against the data's `voices/!v` folder.
+
+The library's output depends on what it synthesized before in the same process (static state in
+its wave generator that `espeak_Terminate`/`espeak_Initialize` do not clear; measured: the same
+text and voice three times in a row gives 10746, 10654 and 10735 samples). A fresh process is
+deterministic, so `reset()` loads a private copy of the library, which starts from the same
+state as a fresh process. Every builder that must reproduce its output (corpus shards, the
+experiments' test sets) calls `reset()` first and then synthesizes in a fixed order.
+
+One exception remains: variants with breath noise (`unstable_variants()`) read memory that
+depends on the process (measured: en-GB-x-rp+f3 gave one of several outputs across fresh
+processes, and another with address randomization off; 6 of 87 speech-like variants differed
+across 3 processes, all of them breath voices).
 """
 from __future__ import annotations
 
@@ -67,9 +78,9 @@ _CALLBACK_TYPE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), 
 class Synthesizer:
     """The per-process eSpeak NG instance. Use `get_synthesizer()` rather than constructing twice."""
 
-    def __init__(self):
+    def __init__(self, lib_path: str | None = None):
         import espeakng_loader
-        self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        self._lib = ctypes.CDLL(lib_path or espeakng_loader.get_library_path())
         lib = self._lib
         lib.espeak_Initialize.restype = ctypes.c_int
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
@@ -118,6 +129,12 @@ class Synthesizer:
         x = np.concatenate(self._chunks).astype(np.float32) / 32768.0
         return trim_silence(x)
 
+    def close(self) -> None:
+        """Terminate the library and unload it (for a private copy; see `reset`)."""
+        import _ctypes
+        self._lib.espeak_Terminate()
+        _ctypes.dlclose(self._lib._handle)
+
 
 def trim_silence(x: np.ndarray, threshold: float = 1e-3, pad: int = 1100) -> np.ndarray:
     """Cut leading/trailing near-silence but keep `pad` samples (50 ms at 22.05 kHz) of margin."""
@@ -140,6 +157,34 @@ def get_synthesizer() -> Synthesizer:
     return _SYNTH
 
 
+def reset() -> None:
+    """Start this process's synthesizer from the state of a fresh process (see the module doc).
+
+    dlopen returns the already-loaded library for a path it has seen, so each reset loads a
+    copy under a new name; the copy's file is deleted once mapped and the previous copy is
+    unloaded, so resets do not accumulate.
+    """
+    global _SYNTH, _SYNTH_PID, _RESETS
+    import shutil
+    import tempfile
+    import espeakng_loader
+    old = _SYNTH if _SYNTH_PID == os.getpid() else None
+    _RESETS += 1
+    with tempfile.TemporaryDirectory(prefix="azsim-espeak-") as tmp:
+        path = Path(tmp) / f"libespeak-ng-{os.getpid()}-{_RESETS}.so"
+        shutil.copyfile(espeakng_loader.get_library_path(), path)
+        fresh = Synthesizer(str(path))
+    if old is not None and old._lib._name != espeakng_loader.get_library_path():
+        old.close()
+    # The library also draws from libc's rand() (noise in some voices), whose state lives in
+    # libc, not in the copy: seed it as a fresh process starts (glibc's default seed is 1).
+    ctypes.CDLL(None).srand(1)
+    _SYNTH, _SYNTH_PID = fresh, os.getpid()
+
+
+_RESETS = 0
+
+
 def synthesize(text: str, voice: Voice) -> np.ndarray:
     return get_synthesizer().synth(text, voice)
 
@@ -149,6 +194,13 @@ def synthesize(text: str, voice: Voice) -> np.ndarray:
 _ODD_VARIANTS = {"Demonic", "UniRobot", "anikaRobot", "croak", "whisper", "whisperf", "Tweaky",
                  "robosoft", "robosoft2", "robosoft3", "robosoft4", "robosoft5", "robosoft6",
                  "robosoft7", "robosoft8", "Mr serious", "fast"}
+
+
+def unstable_variants() -> frozenset[str]:
+    """Variants whose output can differ between processes (those with a `breath` line)."""
+    vdir = data_path() / "voices" / "!v"
+    return frozenset(p.name for p in vdir.iterdir() if p.is_file() and any(
+        line.split()[:1] == ["breath"] for line in p.read_text(errors="replace").splitlines()))
 
 
 def speech_like_variants() -> list[str]:

@@ -82,8 +82,10 @@ def _sentences(shift: int, n: int, seed: int, salt: int) -> list[str]:
 
 
 def _synth_set(texts: list[str], pool: list[str], data_cfg: dict, seed: int, salt: int):
+    from asr.data import synth
     from asr.data.corpus import _draw_voice, _synth16k
     from asr.features import log_mel_16k
+    synth.reset()   # the same audio whatever this process synthesized before
     rng = np.random.default_rng([seed, salt])
     feats, voices = [], []
     for t in texts:
@@ -102,7 +104,8 @@ def make_shift(shift: int, n_train: int, n_test: int, data_cfg: dict | None = No
     """(train utterances, test utterances) of one shift; each has .feats (T, 80) and .text."""
     from asr.data.corpus import default_cache_dir, resolve_config, voice_pools
     cfg = resolve_config(data_cfg or {})
-    key = hashlib.sha256(json.dumps([shift, n_train, n_test, seed, cfg["seed"],
+    # 2: each set synthesized from a reset synthesizer (asr.data.synth)
+    key = hashlib.sha256(json.dumps([2, shift, n_train, n_test, seed, cfg["seed"],
                                      shift_names(shift, seed)]).encode()).hexdigest()[:12]
     cache = Path(cache_dir or default_cache_dir()) / f"diff-shift-{key}.npz"
     if cache.exists():
