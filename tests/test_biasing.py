@@ -560,3 +560,48 @@ def test_neural_bias_kd_loss_is_zero_for_the_teacher_and_ignores_padding():
     assert float(NB._kd_loss(teacher, moved, x, x_lens, y, y_lens, rows)) > 1e-3
     with pytest.raises(ConfigError, match="kd_weight"):
         NB.finetune("none.npz", ".", kd_weight=-1.0)
+
+
+class _NoBound:
+    """The same scorer without max_bonus: beam search scores every candidate."""
+
+    def __init__(self, bias):
+        self.bias = bias
+
+    def initial_state(self):
+        return self.bias.initial_state()
+
+    def advance(self, state, token):
+        return self.bias.advance(state, token)
+
+    def final(self, state):
+        return self.bias.final(state)
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), beam=st.integers(1, 12), symbols=st.integers(1, 3),
+       weight=st.floats(0.0, 4.0), end_bonus=st.floats(0.0, 2.0), sharp=st.floats(0.3, 3.0))
+def test_pruned_fusion_equals_scoring_every_candidate(seed, beam, symbols, weight, end_bonus, sharp):
+    """Fusion scores only the candidates that can reach the beam (max_bonus bound): the
+    N-best lists (tokens, frames, scores, bonuses) equal those of scoring all of them."""
+    rng = np.random.default_rng(seed)
+    letters = "abno '"
+    names = sorted({"".join(rng.choice(list("abno"), size=int(rng.integers(1, 5))))
+                    for _ in range(int(rng.integers(1, 6)))})
+    rows = []
+    for _ in range(int(rng.integers(3, 14))):
+        logits = np.full(VOCAB_SIZE, -8.0)
+        for ch in letters:
+            logits[asr_text.encode(ch)[0]] = rng.normal(0, sharp)
+        logits[BLANK] = rng.normal(0.5, sharp)
+        rows.append(logits - np.logaddexp.reduce(logits))
+    enc = np.array(rows, np.float32)
+    bias = BiasList.compile(names, weight=weight, end_bonus=end_bonus)
+    model = FrameModel()
+    fast = beam_search(model, enc, beam=beam, max_symbols_per_frame=symbols, scorer=bias)
+    full = beam_search(model, enc, beam=beam, max_symbols_per_frame=symbols, scorer=_NoBound(bias))
+    assert [(h.tokens, h.token_frames, h.score, h.bonus) for h in fast] == \
+        [(h.tokens, h.token_frames, h.score, h.bonus) for h in full]

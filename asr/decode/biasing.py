@@ -215,6 +215,13 @@ class BiasList:
         d = self._boosted[node]
         return self.weight * (d if d < since_lock else since_lock) if d > 0 else 0.0
 
+    @property
+    def max_bonus(self) -> float:
+        """No token earns more than this (beam search prunes with it): the unlocked boost
+        ``weight * min(boosted, since_lock)`` grows by at most one weight per token, since a
+        transition deepens the match by at most one token, plus the completion bonus."""
+        return self.weight + max(0.0, self.end_bonus)
+
     def initial_state(self) -> tuple[int, int]:
         # The start of the utterance is a word boundary: as if a space had just been read.
         return (self._start, 0)
