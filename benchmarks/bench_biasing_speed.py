@@ -33,10 +33,10 @@ MODEL = REPO / "models" / "shipped" / "model.npz"
 
 
 def _corpus():
-    for d in sorted((REPO / "cache").glob("corpus-*")):
-        if (d / "complete.json").exists() and (d / "train.jsonl").exists():
-            return d
-    return None
+    """The shipped model's corpus folder: only its config is needed (the training transcripts
+    are planned, the test sets synthesized into its biasing/ cache)."""
+    from asr.experiments import common as C
+    return C.corpus_dir_for(MODEL, subsets=())
 
 
 def run(n: int = 60, beam: int = 4, n_names: int = 1000, ilm_weight: float = 1.0,
@@ -86,8 +86,7 @@ def run(n: int = 60, beam: int = 4, n_names: int = 1000, ilm_weight: float = 1.0
             "fusion_rescoring_x": secs["fusion+rescoring"] / secs["beam"]}
 
 
-@pytest.mark.skipif(not MODEL.exists() or _corpus() is None,
-                    reason="needs models/shipped/model.npz and its built corpus in cache/")
+@pytest.mark.skipif(not MODEL.exists(), reason="needs models/shipped/model.npz")
 def test_biasing_speed(benchmark):
     n = int(os.environ.get("AZSIM_BENCH_UTTS", "60"))
     r = benchmark.pedantic(run, kwargs={"n": n}, rounds=1, iterations=1)
@@ -107,8 +106,8 @@ def main(argv=None) -> int:
     ap.add_argument("--end-bonus", type=float, default=0.0)
     ap.add_argument("--ilm-weight", type=float, default=1.0)
     a = ap.parse_args(argv)
-    if not MODEL.exists() or _corpus() is None:
-        print("needs models/shipped/model.npz and its built corpus in cache/", file=sys.stderr)
+    if not MODEL.exists():
+        print("needs models/shipped/model.npz", file=sys.stderr)
         return 2
     r = run(a.n, a.beam, a.names, a.ilm_weight, a.weight, a.end_bonus)
     ms = r["ms_per_utt"]

@@ -287,13 +287,11 @@ def test_sizes_defaults_overrides_and_errors():
         C.sizes(True, quick, full, mins, medium=True, medium_sizes=medium)
 
 
-def test_carrier_prefixes_come_from_the_training_slots(tmp_path):
-    import json
+def test_carrier_prefixes_come_from_the_training_slots():
     recs = [("call ann lee please", {"contact": "ann lee"}), ("text ann lee hi", {"contact": "ann lee"}),
             ("turn on the kitchen lamp", {"appliance": "lamp", "room": "kitchen"}),
             ("switch off the lamp", {"appliance": "lamp"}), ("what time is it", {})]
-    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"text": t, "slots": s}) + "\n" for t, s in recs))
-    p = B.carrier_prefixes(tmp_path)
+    p = B.carrier_prefixes(None, records=recs)
     assert p == {"contact": ["call", "text"], "appliance": ["kitchen", "the"]}
     classes = B.bias_classes(["ann lee", "lamp", "dehumidifier"], p)
     assert classes == [(["ann lee"], ["call", "text"]), (["lamp", "dehumidifier"], ["kitchen", "the"])]
@@ -356,3 +354,15 @@ def test_downstream_assumptions_are_options(capsys):
         E.Downstream(downstream_ms=-1.0)
     assert main(["experiment", "endpointing", "--quick", "--network-ms", "-5"]) == 2
     assert "--network-ms" in capsys.readouterr().err
+
+
+def test_biasing_reads_the_planned_training_transcripts(tmp_path):
+    """The experiment's training statistics come from the corpus config alone (no audio)."""
+    import json
+    from asr.data import corpus
+    cfg = corpus.resolve_config({"n_train": 30, "seed": 7, "fsdd_train": False})
+    d = corpus.build(cfg, tmp_path, subsets=())
+    assert json.loads((d / "config.json").read_text()) == cfg and not list(d.glob("*.jsonl"))
+    recs = B._train_slots(d)
+    assert recs == [(r["text"], r["slots"]) for r in corpus.train_transcripts(cfg)]
+    assert len(recs) == 30

@@ -79,13 +79,11 @@ _NAME_INTENTS = {"call_contact", "send_message", "turn_on", "turn_off"}
 
 # ------------------------------------------------------------------ names and lists
 def _train_slots(corpus_dir) -> list[tuple[str, dict]]:
-    """(transcript, slot annotations) of every training utterance: one pass over train.jsonl."""
-    out = []
-    with open(Path(corpus_dir) / "train.jsonl") as fh:
-        for line in fh:
-            rec = json.loads(line)
-            out.append((rec.get("text", ""), rec.get("slots") or {}))
-    return out
+    """(transcript, slot annotations) of every training utterance of the corpus's config,
+    from asr.data.corpus.train_transcripts: equal to train.jsonl's, without synthesizing it."""
+    from asr.data import corpus as corpus_mod
+    cfg = json.loads((Path(corpus_dir) / "config.json").read_text())
+    return [(r["text"], r["slots"]) for r in corpus_mod.train_transcripts(cfg)]
 
 
 def train_counts(corpus_dir, records=None) -> tuple[dict, dict]:
@@ -310,6 +308,8 @@ def _synth_sets(corpus_dir, label: str, key_parts: list, stream: int, specs: dic
                               for i, m in enumerate(meta[name])]
         return sets
     cfg = json.loads((corpus_dir / "config.json").read_text())   # the voices' rate and pitch ranges
+    from asr.data import synth as synth_mod
+    synth_mod.reset()   # the same audio whatever this process synthesized before
     sets = {}
     total = sum(s[1] for s in specs.values())
     bar = tqdm(total=total, desc=f"synthesize biasing {label}", unit="utt", file=sys.stderr,
@@ -563,7 +563,8 @@ def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int 
     ilm_weights = ILM_WEIGHTS if ilm_weights is None else parse_ilm_weights(ilm_weights, "ilm_weights")
     clock = C.Clock()
     model_path = C.resolve_model(model)
-    corpus_dir = C.corpus_dir_for(model_path, corpus, config)
+    # only the corpus's config and cache folder: the training transcripts are planned, not read
+    corpus_dir = C.corpus_dir_for(model_path, corpus, config, subsets=())
     fm = C.load_float(model_path)
     records = _train_slots(corpus_dir)
     sets, name_counts = build_sets(corpus_dir, sizes["n_test"], sizes["n_tune"], seed, progress, records)

@@ -45,8 +45,9 @@ def resolve_model(model=None) -> Path:
     return p
 
 
-def corpus_dir_for(model_path: Path, corpus=None, config=None) -> Path:
-    """The model's corpus (built and cached by asr.data.corpus; reused when it exists)."""
+def corpus_dir_for(model_path: Path, corpus=None, config=None, subsets=None) -> Path:
+    """The model's corpus (built and cached by asr.data.corpus; reused when it exists).
+    `subsets`: only those (see asr.data.corpus.build; () makes just the folder and config)."""
     from asr.cli import eval_config
     from asr.data import corpus as corpus_mod
     from azsim.errors import ConfigError
@@ -57,7 +58,7 @@ def corpus_dir_for(model_path: Path, corpus=None, config=None) -> Path:
         return d
     cfg, _ = eval_config(str(model_path), config)
     cache_dir = cfg.get("train", {}).get("cache_dir") or None
-    return corpus_mod.build(cfg["data"], cache_dir, progress=False)
+    return corpus_mod.build(cfg["data"], cache_dir, progress=False, subsets=subsets)
 
 
 def load_float(model_path: Path):
