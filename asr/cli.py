@@ -62,6 +62,8 @@ def register(subparsers) -> None:
                    help="config whose [data] names the corpus (default: the model's config.toml, "
                         "else configs/shipped.toml)")
     p.add_argument("--cache-dir", default=None, help="corpus cache directory (default: the data pipeline's)")
+    p.add_argument("--corpus", default=None,
+                   help="a built corpus directory to decode instead (e.g. another build of the same config)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--by-voice", action="store_true", help="also word errors per voice variant (speaker analysis)")
     p.set_defaults(func=cmd_eval)
@@ -191,7 +193,15 @@ def cmd_eval(args) -> int:
     model = _load_model(args.model)
     cfg, cfg_path = eval_config(args.model, args.config)
     cache_dir = args.cache_dir or cfg.get("train", {}).get("cache_dir") or None
-    corpus_dir = corpus.build(cfg["data"], cache_dir, subsets=args.subsets)
+    if args.corpus is not None:
+        from azsim.errors import ConfigError
+        corpus_dir = Path(args.corpus)
+        missing = [s for s in args.subsets if not (corpus_dir / f"{s}.jsonl").is_file()]
+        if missing:
+            raise ConfigError(f"--corpus: {corpus_dir} has no built subset(s) {', '.join(missing)} "
+                              f"(no <subset>.jsonl)")
+    else:
+        corpus_dir = corpus.build(cfg["data"], cache_dir, subsets=args.subsets)
     report = {"model": str(args.model), "config": str(cfg_path), "corpus": str(corpus_dir),
               "beam": args.beam, "limit": args.limit, "subsets": {}}
     for subset in args.subsets:

@@ -175,3 +175,18 @@ def test_metrics():
     assert subset_metrics(["one"], ["one"], digits=True)["digit_accuracy"] == 1.0
     with pytest.raises(ValueError, match="references"):
         error_rates(["a"], [])
+
+
+def test_eval_on_a_given_corpus_directory(model_path, tmp_path, capsys):
+    """--corpus decodes another build (no corpus.build call); a directory without the subset
+    is a clear error naming it."""
+    corpus_dir = _fake_corpus(tmp_path)
+    rc = main(["eval", "--model", str(model_path), "--corpus", str(corpus_dir), "--subsets", "test_noisy",
+               "--beam", "1", "--json"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["corpus"] == str(corpus_dir) and report["subsets"]["test_noisy"]["n"] == 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["eval", "--model", str(model_path), "--corpus", str(empty), "--subsets", "test_clean"]) == 2
+    assert "has no built subset(s) test_clean" in capsys.readouterr().err
