@@ -582,7 +582,7 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
 
 
 @settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), beam=st.integers(1, 12), symbols=st.integers(1, 3),
+@given(seed=st.integers(0, 2**32 - 1), beam=st.integers(1, 16), symbols=st.integers(1, 3),
        weight=st.floats(0.0, 4.0), end_bonus=st.floats(0.0, 2.0), sharp=st.floats(0.3, 3.0))
 def test_pruned_fusion_equals_scoring_every_candidate(seed, beam, symbols, weight, end_bonus, sharp):
     """Fusion scores only the candidates that can reach the beam (max_bonus bound): the
@@ -601,7 +601,13 @@ def test_pruned_fusion_equals_scoring_every_candidate(seed, beam, symbols, weigh
     enc = np.array(rows, np.float32)
     bias = BiasList.compile(names, weight=weight, end_bonus=end_bonus)
     model = FrameModel()
-    fast = beam_search(model, enc, beam=beam, max_symbols_per_frame=symbols, scorer=bias)
+    from asr.decode import beam as beam_mod
+    saved = beam_mod._PRUNE_MIN_CANDIDATES
+    beam_mod._PRUNE_MIN_CANDIDATES = 1     # prune at every step, whatever the beam
+    try:
+        fast = beam_search(model, enc, beam=beam, max_symbols_per_frame=symbols, scorer=bias)
+    finally:
+        beam_mod._PRUNE_MIN_CANDIDATES = saved
     full = beam_search(model, enc, beam=beam, max_symbols_per_frame=symbols, scorer=_NoBound(bias))
     assert [(h.tokens, h.token_frames, h.score, h.bonus) for h in fast] == \
         [(h.tokens, h.token_frames, h.score, h.bonus) for h in full]
