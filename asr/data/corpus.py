@@ -22,24 +22,27 @@ Per subset the corpus directory holds:
 The features are computed from the 16-bit samples stored in the WAV, so
 asr.features.log_mel(*load_wav(path)) reproduces them (to float16 rounding).
 
-Deterministic from data_cfg['seed']: every build of a config writes the same bytes, whatever
-the number of workers or the order shards finish in. eSpeak NG's output depends on what it
+Deterministic from data_cfg['seed']: every build of a config writes the same transcripts,
+voices and augmentation choices, whatever the number of workers or the order shards finish in,
+and the same audio except for a few voices (below). eSpeak NG's output depends on what it
 synthesized before in the same process (asr.data.synth), so shards are grouped into *chains*
 (`_chains`) and each chain starts from a freshly reset synthesizer: test shard k and dev shard
-k form one chain (the order corpus version 1 happened to use, which keeps its dev and test
-sets byte for byte), every other shard is a chain of its own. Training transcripts and voices
-come from their own random stream, apart from audio and augmentation, so
+k form one chain (the order corpus version 1 happened to use, which keeps its dev set byte for
+byte and its test texts), every other shard is a chain of its own. Training transcripts and
+voices come from their own random stream, apart from audio and augmentation, so
 `train_transcripts(cfg)` lists them without synthesizing anything (the biasing experiment
 reads only these); each training utterance's gain and augmentation has a stream of its own.
-The exception: voices in `synth.unstable_variants()` (breath noise; 8 of the 71 training
-variants, 1 of the 10 test variants, none of the dev ones) can sound slightly different from
-one process to the next, whatever the history. Their utterances keep their texts and lengths
-but not their exact samples between builds: in the default corpus the 47 test_clean
-utterances in the test voice `sandro`, and test_noisy's babble-noised utterances, whose babble
-bank (version 1's) draws training voices. The training split's babble bank leaves those voices
-out, so there only the unstable voices' own utterances vary. The corpus is cached because building it takes minutes. Work is split into
-shards (default 250 utterances) written atomically, so an interrupted build resumes where it
-stopped.
+
+The few voices: those in `synth.unstable_variants()` (breath noise; 8 of the 71 training
+variants, 1 of the 10 test variants, none of the dev ones) sound slightly different from one
+process to the next, whatever the history. Their utterances keep their texts and lengths but
+not their exact samples between builds: in the default corpus the 47 test_clean utterances in
+the test voice `sandro`, and test_noisy's babble-noised utterances, whose babble bank
+(version 1's) draws training voices. The training split's babble bank leaves those voices out,
+so there only their own utterances vary.
+
+The corpus is cached because building it takes minutes. Work is split into shards (default 250
+utterances) written atomically, so an interrupted build resumes where it stopped.
 """
 from __future__ import annotations
 
