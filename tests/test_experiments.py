@@ -287,16 +287,6 @@ def test_sizes_defaults_overrides_and_errors():
         C.sizes(True, quick, full, mins, medium=True, medium_sizes=medium)
 
 
-def test_carrier_prefixes_come_from_the_training_slots():
-    recs = [("call ann lee please", {"contact": "ann lee"}), ("text ann lee hi", {"contact": "ann lee"}),
-            ("turn on the kitchen lamp", {"appliance": "lamp", "room": "kitchen"}),
-            ("switch off the lamp", {"appliance": "lamp"}), ("what time is it", {})]
-    p = B.carrier_prefixes(None, records=recs)
-    assert p == {"contact": ["call", "text"], "appliance": ["kitchen", "the"]}
-    classes = B.bias_classes(["ann lee", "lamp", "dehumidifier"], p)
-    assert classes == [(["ann lee"], ["call", "text"]), (["lamp", "dehumidifier"], ["kitchen", "the"])]
-
-
 def test_slot_phrases_keep_the_phrases_a_slot_usually_follows():
     recs = [("call ann lee", {"contact": "ann lee"}), ("call me back", {}),
             ("call bo please", {"contact": "bo"}),                  # call: 2 of 3 -> kept
