@@ -176,8 +176,8 @@ def reset() -> None:
         fresh = Synthesizer(str(path))
     if old is not None and old._lib._name != espeakng_loader.get_library_path():
         old.close()
-    # The library also draws from libc's rand() (noise in some voices), whose state lives in
-    # libc, not in the copy: seed it as a fresh process starts (glibc's default seed is 1).
+    # The library also calls libc's rand() (seeding it changes the output, measured), whose
+    # state lives in libc, not in the copy: seed it as a fresh process starts (glibc's default).
     ctypes.CDLL(None).srand(1)
     _SYNTH, _SYNTH_PID = fresh, os.getpid()
 
