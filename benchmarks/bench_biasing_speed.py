@@ -10,9 +10,9 @@ contacts and appliances, synthesized into the corpus's biasing/ cache if missing
 bias list of its names plus distractors up to --names. Timed per utterance, interleaved (in
 rotating order) so load from other processes hits all alike: beam search alone; with shallow fusion (the list's
 automaton built beforehand, as the experiment does); with fusion and then slot rescoring
-(asr.decode.rescore; the defaults are the weights the beam-16 biasing run chose on its dev
-voices: 0.5 per token, no completion bonus, ILM weight 1; the list's slot classes, like the automaton, built once
-per request beforehand). Encoder outputs are computed once, outside the timing. numba and BLAS
+(asr.decode.rescore; defaults 0.5 per token, no completion bonus, ILM weight 1: the weights
+the beam-16 biasing run chose on the version-1 training split; the list's slot classes, like
+the automaton, built once per request beforehand). Encoder outputs are computed once, outside the timing. numba and BLAS
 run single-threaded.
 """
 from __future__ import annotations

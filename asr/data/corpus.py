@@ -216,6 +216,18 @@ def _draw_voice(rng, cfg, pool):
                  int(rng.integers(cfg["pitch"][0], cfg["pitch"][1] + 1)))
 
 
+def _draw_command(rng, cfg, pool):
+    """(text, intent, slots, voice): one command of the grammar and the voice that says it."""
+    from asr.data import grammar
+    text, intent, slots = grammar.sample(rng)
+    return text, intent, slots, _draw_voice(rng, cfg, pool)
+
+
+def _fsdd_train_meta(text, speaker, take, copy) -> dict:
+    return {"text": text, "voice": f"fsdd:{speaker}", "variant": f"fsdd:{speaker}", "intent": "digit",
+            "slots": {"digit": text, "take": take, "copy": copy}}
+
+
 def _synth16k(text, voice) -> np.ndarray:
     from scipy.signal import resample_poly
     from asr.data.synth import SYNTH_RATE_HZ, synthesize
@@ -328,7 +340,6 @@ def train_transcripts(cfg: dict) -> list[dict]:
     """The training split's records without its audio: id, text, voice, variant, intent, slots
     and source, in train.jsonl's order and equal to its fields (tested). Milliseconds, where
     building the split takes minutes."""
-    from asr.data import grammar
     cfg = resolve_config(cfg)
     pool = voice_pools(cfg)["train"]
     out = []
@@ -336,17 +347,14 @@ def train_transcripts(cfg: dict) -> list[dict]:
         if job.kind == "train":
             rng = _train_text_rng(cfg, job)
             for i in range(job.n):
-                text, intent, slots = grammar.sample(rng)
-                voice = _draw_voice(rng, cfg, pool)
+                text, intent, slots, voice = _draw_command(rng, cfg, pool)
                 out.append({"id": f"train/{job.name}_{i:05d}", "text": text, "voice": voice.name,
                             "variant": voice.variant, "intent": intent, "slots": slots,
                             "source": "espeak"})
         elif job.kind == "fsdd_train":
             for i, (_path, text, speaker, take, copy) in enumerate(job.fsdd_items):
-                out.append({"id": f"train/{job.name}_{i:05d}", "text": text,
-                            "voice": f"fsdd:{speaker}", "variant": f"fsdd:{speaker}",
-                            "intent": "digit", "slots": {"digit": text, "take": take, "copy": copy},
-                            "source": "fsdd"})
+                out.append({"id": f"train/{job.name}_{i:05d}",
+                            **_fsdd_train_meta(text, speaker, take, copy), "source": "fsdd"})
     return out
 
 
@@ -390,7 +398,6 @@ def _run_job(args, replay: bool = False) -> tuple[str, int]:
     job, cfg, pools, corpus_dir = args
     from asr.audio import load_wav
     from asr.data import augment as A
-    from asr.data import grammar
     from asr.features import resample_to_16k
     corpus_dir = Path(corpus_dir)
     final = corpus_dir / "shards" / job.name
@@ -410,8 +417,7 @@ def _run_job(args, replay: bool = False) -> tuple[str, int]:
         # and voices apart from the audio, see train_transcripts
         text_rng = _train_text_rng(cfg, job) if job.kind == "train" else rng
         for i in range(job.n):
-            text, intent, slots = grammar.sample(text_rng)
-            voice = _draw_voice(text_rng, cfg, pool)
+            text, intent, slots, voice = _draw_command(text_rng, cfg, pool)
             # train: one stream per utterance, so an utterance whose audio differs between
             # builds (a voice in synth.unstable_variants()) changes nothing after it
             a_rng = np.random.default_rng([cfg["seed"], code, job.index, 2, i]) if job.kind == "train" else rng
@@ -429,8 +435,7 @@ def _run_job(args, replay: bool = False) -> tuple[str, int]:
         wc = _SubsetWriter(corpus_dir, tmp, "test_clean", job.name, replay)
         wn = _SubsetWriter(corpus_dir, tmp, "test_noisy", job.name, replay)
         for i in range(job.n):
-            text, intent, slots = grammar.sample(rng)
-            voice = _draw_voice(rng, cfg, pools["test"])
+            text, intent, slots, voice = _draw_command(rng, cfg, pools["test"])
             x = _gain(_synth16k(text, voice), rng)
             base = {"text": text, "voice": voice.name, "variant": voice.variant, "intent": intent,
                     "slots": slots, "source": "espeak"}
@@ -449,8 +454,7 @@ def _run_job(args, replay: bool = False) -> tuple[str, int]:
             a_rng = np.random.default_rng([cfg["seed"], code, job.index, 2, i])
             x = _gain(resample_to_16k(x, rate), a_rng)
             x, snr, noise, aug = _augment(x, a_rng, cfg, babble)
-            w.add(i, x, {"text": text, "voice": f"fsdd:{speaker}", "variant": f"fsdd:{speaker}",
-                         "intent": "digit", "slots": {"digit": text, "take": take, "copy": copy},
+            w.add(i, x, {**_fsdd_train_meta(text, speaker, take, copy),
                          "snr_db": snr, "noise": noise, "aug": aug, "source": "fsdd"})
         w.save()
         count = len(job.fsdd_items)
@@ -567,8 +571,8 @@ def build(data_cfg: dict | None, cache_dir=None, workers: int = 2, progress: boo
     t0 = time.time()
     from tqdm import tqdm
     bar = tqdm(total=total, desc=f"corpus {corpus_dir.name}", unit="utt", disable=not progress)
-    args = [(c, cfg, pools, str(corpus_dir)) for c in chains
-            if any(j.name in {t.name for t in todo} for j in c)]
+    todo_names = {t.name for t in todo}
+    args = [(c, cfg, pools, str(corpus_dir)) for c in chains if any(j.name in todo_names for j in c)]
     # Always in worker processes with one BLAS thread, even for workers=1: the features'
     # float sums depend on the thread count (measured: 1 vs 2 threads change dev.feats.npy),
     # and the caller's synthesizer history must not leak in. Spawn, not fork: the caller may

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from functools import lru_cache
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,6 +197,7 @@ _ODD_VARIANTS = {"Demonic", "UniRobot", "anikaRobot", "croak", "whisper", "whisp
                  "robosoft7", "robosoft8", "Mr serious", "fast"}
 
 
+@lru_cache(maxsize=1)
 def unstable_variants() -> frozenset[str]:
     """Variants whose output can differ between processes (those with a `breath` line)."""
     vdir = data_path() / "voices" / "!v"

@@ -471,8 +471,8 @@ def slot_classes(names: list[str], phrases: dict, known_contacts) -> list:
 
 
 class SlotLexicon:
-    """What slot rescoring takes from the training transcripts: the phrases a slot follows
-    (slot_phrases), the contacts the recognizer knows, and its vocabulary."""
+    """What gated fusion and slot rescoring take from the training transcripts: the phrases a
+    slot follows (slot_phrases), the contacts the recognizer knows, and its vocabulary."""
 
     def __init__(self, corpus_dir, records=None):
         records = records if records is not None else _train_slots(corpus_dir)
