@@ -251,7 +251,7 @@ class _Babble:
 
     def bank(self):
         if self._bank is None:
-            from asr.data import grammar, synth
+            from asr.data import synth
             cfg, pools, code, index = self._args
             rng = np.random.default_rng([cfg["seed"], 9, code, index])
             voices = pools["train"]
@@ -260,8 +260,7 @@ class _Babble:
                 # babble-noised utterance of the shard (test shards keep version 1's bank)
                 unstable = synth.unstable_variants()
                 voices = [v for v in voices if v not in unstable] or voices
-            self._bank = [_synth16k(grammar.sample(rng)[0], _draw_voice(rng, cfg, voices))
-                          for _ in range(8)]
+            self._bank = [_synth16k(c[0], c[3]) for c in (_draw_command(rng, cfg, voices) for _ in range(8))]
         return self._bank
 
 
