@@ -237,6 +237,30 @@ def test_unfinished_match_withdrawn_in_search():
     assert top.score == pytest.approx(top.log_prob)
 
 
+def test_unbiased_reserve_keeps_the_path_a_boost_would_push_out():
+    """The audio says "call eight" ("e" or "o", then "i" or "t"); "ethan" and "otis" are on
+    the list. At beam 2 the boosted "et" and "ot" fill both places and "ei" drops out; when
+    the matches break ("etg", "otg") their boosts are withdrawn, but "eight" is gone. With
+    one place kept for the best unbiased path, "ei" stays and wins."""
+    model = FrameModel()
+    enc = _frames([{c: 0.9} for c in "call "] + [{"e": 0.6, "o": 0.35}, {"i": 0.5, "t": 0.45}]
+                  + [{c: 0.9} for c in "ght"])
+    bias = BiasList.compile(["ethan", "otis"], weight=2.0)
+    assert beam_search(model, enc, beam=2, max_symbols_per_frame=1)[0].text == "call eight"
+    hijacked = beam_search(model, enc, beam=2, max_symbols_per_frame=1, scorer=bias)
+    assert hijacked[0].text != "call eight" and hijacked[0].bonus == pytest.approx(0.0)
+    search = BeamSearch(model, beam=2, max_symbols_per_frame=1, scorer=bias, reserve=1)
+    search.advance(enc)
+    assert search.nbest()[0].text == "call eight"
+    # without a scorer the reserve has nothing to do: plain beam search
+    plain = BeamSearch(model, beam=2, max_symbols_per_frame=1, reserve=1)
+    plain.advance(enc)
+    assert [h.tokens for h in plain.nbest()] == [h.tokens for h in beam_search(model, enc, beam=2, max_symbols_per_frame=1)]
+    for bad in (2, -1, 1.5, None):
+        with pytest.raises(ValueError, match="reserve"):
+            BeamSearch(model, beam=2, scorer=bias, reserve=bad)
+
+
 def test_per_request_lists_are_independent():
     model, enc = FrameModel(), _john_or_jon()
     a = BiasList.compile(["john"], weight=1.0)
@@ -583,10 +607,14 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
 
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), beam=st.integers(1, 16), symbols=st.integers(1, 3),
-       weight=st.floats(0.0, 4.0), end_bonus=st.floats(0.0, 2.0), sharp=st.floats(0.3, 3.0))
-def test_pruned_fusion_equals_scoring_every_candidate(seed, beam, symbols, weight, end_bonus, sharp):
+       weight=st.floats(0.0, 4.0), end_bonus=st.floats(0.0, 2.0), sharp=st.floats(0.3, 3.0),
+       reserve_share=st.floats(0.0, 1.0))
+def test_pruned_fusion_equals_scoring_every_candidate(seed, beam, symbols, weight, end_bonus, sharp,
+                                                      reserve_share):
     """Fusion scores only the candidates that can reach the beam (max_bonus bound): the
-    N-best lists (tokens, frames, scores, bonuses) equal those of scoring all of them."""
+    N-best lists (tokens, frames, scores, bonuses) equal those of scoring all of them, with or
+    without places reserved for the unbiased best."""
+    reserve = min(beam - 1, int(reserve_share * beam))
     rng = np.random.default_rng(seed)
     letters = "abno '"
     names = sorted({"".join(rng.choice(list("abno"), size=int(rng.integers(1, 5))))
@@ -605,9 +633,13 @@ def test_pruned_fusion_equals_scoring_every_candidate(seed, beam, symbols, weigh
     saved = beam_mod._PRUNE_MIN_CANDIDATES
     beam_mod._PRUNE_MIN_CANDIDATES = 1     # prune at every step, whatever the beam
     try:
-        fast = beam_search(model, enc, beam=beam, max_symbols_per_frame=symbols, scorer=bias)
+        fast = BeamSearch(model, beam, symbols, scorer=bias, reserve=reserve)
+        fast.advance(enc)
+        fast = fast.nbest()
     finally:
         beam_mod._PRUNE_MIN_CANDIDATES = saved
-    full = beam_search(model, enc, beam=beam, max_symbols_per_frame=symbols, scorer=_NoBound(bias))
+    full = BeamSearch(model, beam, symbols, scorer=_NoBound(bias), reserve=reserve)
+    full.advance(enc)
+    full = full.nbest()
     assert [(h.tokens, h.token_frames, h.score, h.bonus) for h in fast] == \
         [(h.tokens, h.token_frames, h.score, h.bonus) for h in full]

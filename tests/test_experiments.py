@@ -211,12 +211,13 @@ def test_ilm_weights_parsing_and_errors():
         assert "--ilm-weights" in str(err.value) and "[0, 5]" in str(err.value)
 
 
-def test_slot_classes_mark_known_contacts_only():
+def test_slot_classes_mark_known_names_of_each_class():
     prefixes = {"contact": ["call"], "appliance": ["the"]}
-    classes = B.slot_classes(["ann lee", "dishwasher"], prefixes, {"kathleen"})
+    classes = B.slot_classes(["ann lee", "dishwasher"], prefixes, {"kathleen"}, {"stereo"})
     by_prefix = {tuple(c.prefixes): c for c in classes}
     assert by_prefix[("call",)].names == ["ann lee"] and by_prefix[("call",)].suspect == {"kathleen"}
-    assert by_prefix[("the",)].names == ["dishwasher"] and by_prefix[("the",)].suspect == frozenset()
+    assert by_prefix[("the",)].names == ["dishwasher"] and by_prefix[("the",)].suspect == {"stereo"}
+    assert B.slot_classes(["dishwasher"], prefixes, {"kathleen"})[0].suspect == frozenset()
 
 
 def test_rescore_grid_rows_match_rescoring_each_text():
@@ -266,6 +267,8 @@ def test_experiment_command_registered_and_errors(tmp_path, capsys):
     assert rc == 2 and "model file not found" in capsys.readouterr().err
     rc = main(["experiment", "biasing", "--quick", "--beam", "0", "--model", str(tmp_path / "m.npz")])
     assert rc == 2 and "--beam" in capsys.readouterr().err
+    rc = main(["experiment", "biasing", "--quick", "--reserve", "4", "--model", str(tmp_path / "m.npz")])
+    assert rc == 2 and "--reserve: 4; allowed: an integer in [0, 3]" in capsys.readouterr().err
     rc = main(["experiment", "biasing", "--quick", "--weights", "0.5/x", "--model", str(tmp_path / "m.npz")])
     assert rc == 2 and "--weights: entry '0.5/x'" in capsys.readouterr().err
     rc = main(["experiment", "biasing", "--quick", "--ilm-weights", "9", "--model", str(tmp_path / "m.npz")])
@@ -305,11 +308,11 @@ def test_slot_lexicon_reads_phrases_contacts_and_vocabulary():
             ("turn the lamp on", {"appliance": "lamp"})]
     lex = B.SlotLexicon(None, recs)
     assert lex.phrases == B.slot_phrases(None, records=recs)
-    assert lex.known_contacts == {"ann lee", "bo"}
+    assert lex.known_contacts == {"ann lee", "bo"} and lex.known_appliances == {"lamp"}
     assert lex.vocab == {"call", "ann", "lee", "bo", "please", "turn", "the", "lamp", "on"}
     contacts, lamps = lex.classes(["kim", "lamp"])
     assert contacts.names == ["kim"] and contacts.suspect == {"ann lee", "bo"}
-    assert lamps.names == ["lamp"] and lamps.suspect == frozenset()
+    assert lamps.names == ["lamp"] and lamps.suspect == {"lamp"}
 
 
 def test_row_store_resumes_only_the_same_run(tmp_path):

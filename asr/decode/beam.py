@@ -26,6 +26,14 @@ Hooks for later pieces (issue 7):
   final bonus at the end (to withdraw the boost of an unfinished match);
 - ``observers`` see the search after every frame (end-pointers);
 - ``nbest()`` does not modify the search, so a lattice can be taken mid-utterance.
+
+Unbiased reserve (``reserve = R``, with a scorer): of the ``beam`` places kept at every step
+and every frame, R go to the best candidates by the model's own log-probability (score minus
+scorer bonus), the rest by biased score as usual. Shallow fusion boosts partial matches; a
+boosted prefix that later breaks has its boost withdrawn, but by then it may have pushed the
+unbiased best path out of a small beam ("call eight four ..." heard as "call et four ...", the
+"e" of "ethan" boosted). The reserve keeps the path an unbiased search would follow alive, so a
+withdrawn boost falls back to it. R = 0 is plain fusion.
 """
 from __future__ import annotations
 
@@ -133,18 +141,45 @@ def _fused_candidates(active, lp, top, beam: int, scorer, blank: int) -> list[tu
     return [(c[0], c[2], c[3], c[4], c[5]) for c in scored]
 
 
+def _reserve_unbiased(cands: list[tuple], active, lp, top, beam: int, reserve: int, scorer,
+                      blank: int) -> list[tuple]:
+    """`beam` candidates: the `reserve` best by the model's log-probability (score without
+    the scorer's bonuses), then the best of `cands` (sorted by biased score) that are not
+    among them; best first by biased score."""
+    k = top.shape[1]
+    unbiased = (np.array([h.score - h.bonus for h in active])[:, None]
+                + np.take_along_axis(lp, top, axis=1).astype(np.float64)).ravel()
+    must, keys = [], set()
+    for idx in np.argsort(-unbiased, kind="stable")[:reserve].tolist():
+        i, r = divmod(idx, k)
+        j = int(top[i, r])
+        h = active[i]
+        if j == blank:
+            must.append((h.score + float(lp[i, j]), i, j, 0.0, h.scorer_state))
+        else:
+            bonus, sstate = scorer.advance(h.scorer_state, j)
+            must.append((h.score + float(lp[i, j]) + bonus, i, j, float(bonus), sstate))
+        keys.add((i, j))
+    rest = [c for c in cands if (c[1], c[2]) not in keys][:beam - len(must)]
+    return sorted(must + rest, key=lambda c: -c[0])
+
+
 class BeamSearch:
     """Incremental beam search; feed encoder frames with ``advance``, read ``nbest()``."""
 
     def __init__(self, model, beam: int = 4, max_symbols_per_frame: int = MAX_SYMBOLS_PER_FRAME,
                  scorer: TokenScorer | None = None, nbest_size: int | None = None,
-                 observers: list[Callable[[int, "BeamSearch"], None]] | None = None):
+                 observers: list[Callable[[int, "BeamSearch"], None]] | None = None,
+                 reserve: int = 0):
         if not isinstance(beam, (int, np.integer)) or beam < 1:
             raise ValueError(f"beam must be an integer >= 1, got {beam!r}")
+        if not isinstance(reserve, (int, np.integer)) or not 0 <= reserve < beam:
+            raise ValueError(f"reserve must be an integer in [0, beam - 1] = [0, {beam - 1}], got {reserve!r}")
         self.model = model
         self.beam = int(beam)
         self.max_symbols_per_frame = check_max_symbols(max_symbols_per_frame)
         self.scorer = scorer
+        self.reserve = int(reserve) if scorer is not None else 0   # module doc: unbiased reserve
         self.nbest_size = self.beam if nbest_size is None else max(1, int(nbest_size))
         self.observers = list(observers or [])
         self.frames_done = 0
@@ -203,8 +238,10 @@ class BeamSearch:
                             bonus, sstate = scorer.advance(h.scorer_state, j)
                             cands.append((h.score + logp + bonus, i, j, float(bonus), sstate))
                 cands.sort(key=lambda c: -c[0])
+            cands = (_reserve_unbiased(cands, active, lp, top, beam, self.reserve, scorer, blank)
+                     if self.reserve else cands[:beam])
             next_active: dict[tuple, Hypothesis] = {}
-            for score, i, j, bonus, sstate in cands[:beam]:
+            for score, i, j, bonus, sstate in cands:
                 h = active[i]
                 if j == blank:
                     _merge(finished, _with(h, score, h.pred, h.pred_state))
@@ -215,7 +252,13 @@ class BeamSearch:
             active = [self._resolve(h) for h in sorted(next_active.values(), key=lambda h: -h.score)]
             if not active:
                 break
-        return [self._resolve(h) for h in sorted(finished.values(), key=lambda h: -h.score)[:beam]]
+        done = sorted(finished.values(), key=lambda h: -h.score)
+        if self.reserve and len(done) > beam:
+            must = sorted(done, key=lambda h: -(h.score - h.bonus))[:self.reserve]
+            keep = {id(h) for h in must}
+            done = sorted(must + [h for h in done if id(h) not in keep][:beam - len(must)],
+                          key=lambda h: -h.score)
+        return [self._resolve(h) for h in done[:beam]]
 
     def _resolve(self, h: Hypothesis) -> Hypothesis:
         if h.pred is not None:
