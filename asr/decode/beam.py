@@ -141,15 +141,13 @@ def _fused_candidates(active, lp, top, beam: int, scorer, blank: int) -> list[tu
     return [(c[0], c[2], c[3], c[4], c[5]) for c in scored]
 
 
-def _reserve_unbiased(cands: list[tuple], active, lp, top, beam: int, reserve: int, scorer,
-                      blank: int) -> list[tuple]:
-    """`beam` candidates: the `reserve` best by the model's log-probability (score without
-    the scorer's bonuses), then the best of `cands` (sorted by biased score) that are not
-    among them; best first by biased score."""
+def _unbiased_best(active, lp, top, reserve: int, scorer, blank: int) -> list[tuple]:
+    """The `reserve` best candidates by the model's log-probability (score without the
+    scorer's bonuses), scored as _fused_candidates scores them; ties in candidate order."""
     k = top.shape[1]
     unbiased = (np.array([h.score - h.bonus for h in active])[:, None]
                 + np.take_along_axis(lp, top, axis=1).astype(np.float64)).ravel()
-    must, keys = [], set()
+    must = []
     for idx in np.argsort(-unbiased, kind="stable")[:reserve].tolist():
         i, r = divmod(idx, k)
         j = int(top[i, r])
@@ -159,7 +157,13 @@ def _reserve_unbiased(cands: list[tuple], active, lp, top, beam: int, reserve: i
         else:
             bonus, sstate = scorer.advance(h.scorer_state, j)
             must.append((h.score + float(lp[i, j]) + bonus, i, j, float(bonus), sstate))
-        keys.add((i, j))
+    return must
+
+
+def _with_reserve(cands: list[tuple], must: list[tuple], beam: int) -> list[tuple]:
+    """`beam` candidates: `must` (the unbiased best), then the best of `cands` (sorted by
+    biased score) not among them; best first by biased score."""
+    keys = {(c[1], c[2]) for c in must}
     rest = [c for c in cands if (c[1], c[2]) not in keys][:beam - len(must)]
     return sorted(must + rest, key=lambda c: -c[0])
 
@@ -227,19 +231,24 @@ class BeamSearch:
             if (scorer is not None and len(active) * k >= _PRUNE_MIN_CANDIDATES
                     and getattr(scorer, "max_bonus", None) is not None):
                 cands = _fused_candidates(active, lp, top, beam, scorer, blank)
+                must = _unbiased_best(active, lp, top, self.reserve, scorer, blank) if self.reserve else None
             else:
-                cands = []
+                cands, unbiased, reserve = [], [], self.reserve
                 for i, h in enumerate(active):
+                    own = h.score - h.bonus
                     for j in top[i].tolist():
                         logp = float(lp[i, j])
+                        if reserve:    # few candidates: plain lists beat _unbiased_best's numpy set-up
+                            unbiased.append(own + logp)
                         if j == blank or scorer is None:
                             cands.append((h.score + logp, i, j, 0.0, h.scorer_state))
                         else:
                             bonus, sstate = scorer.advance(h.scorer_state, j)
                             cands.append((h.score + logp + bonus, i, j, float(bonus), sstate))
+                must = ([cands[x] for x in sorted(range(len(cands)), key=unbiased.__getitem__, reverse=True)[:reserve]]
+                        if reserve else None)
                 cands.sort(key=lambda c: -c[0])
-            cands = (_reserve_unbiased(cands, active, lp, top, beam, self.reserve, scorer, blank)
-                     if self.reserve else cands[:beam])
+            cands = cands[:beam] if must is None else _with_reserve(cands, must, beam)
             next_active: dict[tuple, Hypothesis] = {}
             for score, i, j, bonus, sstate in cands:
                 h = active[i]
