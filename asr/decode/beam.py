@@ -145,10 +145,11 @@ def _unbiased_best(active, lp, top, reserve: int, scorer, blank: int) -> list[tu
     """The `reserve` best candidates by the model's log-probability (score without the
     scorer's bonuses), scored as _fused_candidates scores them; ties in candidate order."""
     k = top.shape[1]
-    unbiased = (np.array([h.score - h.bonus for h in active])[:, None]
-                + np.take_along_axis(lp, top, axis=1).astype(np.float64)).ravel()
+    # plain lists: a few dozen candidates, where numpy's per-call set-up costs more than the work
+    unbiased = [own + v for own, row in zip([h.score - h.bonus for h in active],
+                                            np.take_along_axis(lp, top, axis=1).tolist()) for v in row]
     must = []
-    for idx in np.argsort(-unbiased, kind="stable")[:reserve].tolist():
+    for idx in sorted(range(len(unbiased)), key=unbiased.__getitem__, reverse=True)[:reserve]:
         i, r = divmod(idx, k)
         j = int(top[i, r])
         h = active[i]
@@ -160,11 +161,29 @@ def _unbiased_best(active, lp, top, reserve: int, scorer, blank: int) -> list[tu
     return must
 
 
+def _bonuses_differ(active, cands) -> bool:
+    """Whether biased and unbiased scores can rank these candidates differently. When every
+    hypothesis carries the same bonus and no candidate earns one, the two orders are the same
+    (one constant apart), so the reserve's places are already in the beam and need no search;
+    that is most steps, and skipping them keeps the reserve's cost small. Candidates that
+    _fused_candidates did not score cannot enter the beam, so only the scored ones count."""
+    b0 = active[0].bonus
+    return any(h.bonus != b0 for h in active) or any(c[3] != 0.0 for c in cands)
+
+
 def _with_reserve(cands: list[tuple], must: list[tuple], beam: int) -> list[tuple]:
     """`beam` candidates: `must` (the unbiased best), then the best of `cands` (sorted by
     biased score) not among them; best first by biased score."""
     keys = {(c[1], c[2]) for c in must}
-    rest = [c for c in cands if (c[1], c[2]) not in keys][:beam - len(must)]
+    head = cands[:beam]
+    if sum((c[1], c[2]) in keys for c in head) == len(keys):    # the usual case: already there
+        return head
+    rest = []
+    for c in cands:
+        if (c[1], c[2]) not in keys:
+            rest.append(c)
+            if len(rest) == beam - len(must):
+                break
     return sorted(must + rest, key=lambda c: -c[0])
 
 
@@ -231,7 +250,8 @@ class BeamSearch:
             if (scorer is not None and len(active) * k >= _PRUNE_MIN_CANDIDATES
                     and getattr(scorer, "max_bonus", None) is not None):
                 cands = _fused_candidates(active, lp, top, beam, scorer, blank)
-                must = _unbiased_best(active, lp, top, self.reserve, scorer, blank) if self.reserve else None
+                must = (_unbiased_best(active, lp, top, self.reserve, scorer, blank)
+                        if self.reserve and _bonuses_differ(active, cands) else None)
             else:
                 cands, unbiased, reserve = [], [], self.reserve
                 for i, h in enumerate(active):
@@ -246,7 +266,7 @@ class BeamSearch:
                             bonus, sstate = scorer.advance(h.scorer_state, j)
                             cands.append((h.score + logp + bonus, i, j, float(bonus), sstate))
                 must = ([cands[x] for x in sorted(range(len(cands)), key=unbiased.__getitem__, reverse=True)[:reserve]]
-                        if reserve else None)
+                        if reserve and _bonuses_differ(active, cands) else None)
                 cands.sort(key=lambda c: -c[0])
             cands = cands[:beam] if must is None else _with_reserve(cands, must, beam)
             next_active: dict[tuple, Hypothesis] = {}
@@ -262,7 +282,7 @@ class BeamSearch:
             if not active:
                 break
         done = sorted(finished.values(), key=lambda h: -h.score)
-        if self.reserve and len(done) > beam:
+        if self.reserve and len(done) > beam and any(h.bonus != done[0].bonus for h in done):
             must = sorted(done, key=lambda h: -(h.score - h.bonus))[:self.reserve]
             keep = {id(h) for h in must}
             done = sorted(must + [h for h in done if id(h) not in keep][:beam - len(must)],
