@@ -141,23 +141,21 @@ def _fused_candidates(active, lp, top, beam: int, scorer, blank: int) -> list[tu
     return [(c[0], c[2], c[3], c[4], c[5]) for c in scored]
 
 
-def _unbiased_best(active, lp, top, reserve: int, scorer, blank: int) -> list[tuple]:
+def _unbiased_best(active, lpl: list, topl: list, reserve: int, scorer, blank: int) -> list[tuple]:
     """The `reserve` best candidates by the model's log-probability (score without the
-    scorer's bonuses), scored as _fused_candidates scores them; ties in candidate order."""
-    k = top.shape[1]
-    # plain lists: a few dozen candidates, where numpy's per-call set-up costs more than the work
-    unbiased = [own + v for own, row in zip([h.score - h.bonus for h in active],
-                                            np.take_along_axis(lp, top, axis=1).tolist()) for v in row]
+    scorer's bonuses), scored as the search scores them; ties in candidate order. `lpl`,
+    `topl`: the step's log-probs and top tokens as lists (plain lists: a few dozen candidates,
+    where numpy's per-call set-up costs more than the work)."""
+    own = [h.score - h.bonus for h in active]
+    cand = [(i, j) for i, row in enumerate(topl) for j in row]
     must = []
-    for idx in sorted(range(len(unbiased)), key=unbiased.__getitem__, reverse=True)[:reserve]:
-        i, r = divmod(idx, k)
-        j = int(top[i, r])
+    for i, j in sorted(cand, key=lambda c: own[c[0]] + lpl[c[0]][c[1]], reverse=True)[:reserve]:
         h = active[i]
         if j == blank:
-            must.append((h.score + float(lp[i, j]), i, j, 0.0, h.scorer_state))
+            must.append((h.score + lpl[i][j], i, j, 0.0, h.scorer_state))
         else:
             bonus, sstate = scorer.advance(h.scorer_state, j)
-            must.append((h.score + float(lp[i, j]) + bonus, i, j, float(bonus), sstate))
+            must.append((h.score + lpl[i][j] + bonus, i, j, float(bonus), sstate))
     return must
 
 
@@ -250,23 +248,24 @@ class BeamSearch:
             if (scorer is not None and len(active) * k >= _PRUNE_MIN_CANDIDATES
                     and getattr(scorer, "max_bonus", None) is not None):
                 cands = _fused_candidates(active, lp, top, beam, scorer, blank)
-                must = (_unbiased_best(active, lp, top, self.reserve, scorer, blank)
+                must = (_unbiased_best(active, lp.tolist(), top.tolist(), self.reserve, scorer, blank)
                         if self.reserve and _bonuses_differ(active, cands) else None)
             else:
-                cands, unbiased, reserve = [], [], self.reserve
+                cands = []
+                lpl = lp.tolist()    # python floats: cheaper to index than numpy scalars
                 for i, h in enumerate(active):
-                    own = h.score - h.bonus
+                    row = lpl[i]
                     for j in top[i].tolist():
-                        logp = float(lp[i, j])
-                        if reserve:    # few candidates: plain lists beat _unbiased_best's numpy set-up
-                            unbiased.append(own + logp)
+                        logp = row[j]
                         if j == blank or scorer is None:
                             cands.append((h.score + logp, i, j, 0.0, h.scorer_state))
                         else:
                             bonus, sstate = scorer.advance(h.scorer_state, j)
                             cands.append((h.score + logp + bonus, i, j, float(bonus), sstate))
-                must = ([cands[x] for x in sorted(range(len(cands)), key=unbiased.__getitem__, reverse=True)[:reserve]]
-                        if reserve and _bonuses_differ(active, cands) else None)
+                must = None
+                if self.reserve and _bonuses_differ(active, cands):
+                    own = [h.score - h.bonus for h in active]
+                    must = sorted(cands, key=lambda c: own[c[1]] + lpl[c[1]][c[2]], reverse=True)[:self.reserve]
                 cands.sort(key=lambda c: -c[0])
             cands = cands[:beam] if must is None else _with_reserve(cands, must, beam)
             next_active: dict[tuple, Hypothesis] = {}
