@@ -74,7 +74,7 @@ def run(n: int = 60, beam: int = 4, n_names: int = 1000, ilm_weight: float = 1.0
         order = list(secs)
         for cond in order[i % 3:] + order[:i % 3]:   # rotated: no condition always runs first
             t0 = time.perf_counter()
-            s = (BeamSearch(fm, beam) if cond == "beam" else BeamSearch(fm, beam, scorer=bias, reserve=reserve))
+            s = BeamSearch(fm, beam, scorer=None if cond == "beam" else bias, reserve=reserve)
             s.advance(enc)
             best = s.nbest()[0]
             if cond == "fusion+rescoring":

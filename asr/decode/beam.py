@@ -38,6 +38,7 @@ withdrawn boost falls back to it. R = 0 is plain fusion.
 from __future__ import annotations
 
 from dataclasses import replace
+from operator import attrgetter, itemgetter
 from typing import Any, Callable, Protocol
 
 import numpy as np
@@ -159,30 +160,35 @@ def _unbiased_best(active, lpl: list, topl: list, reserve: int, scorer, blank: i
     return must
 
 
-def _bonuses_differ(active, cands) -> bool:
-    """Whether biased and unbiased scores can rank these candidates differently. When every
-    hypothesis carries the same bonus and no candidate earns one, the two orders are the same
-    (one constant apart), so the reserve's places are already in the beam and need no search;
-    that is most steps, and skipping them keeps the reserve's cost small. Candidates that
-    _fused_candidates did not score cannot enter the beam, so only the scored ones count."""
-    b0 = active[0].bonus
-    return any(h.bonus != b0 for h in active) or any(c[3] != 0.0 for c in cands)
+def _bonuses_differ(hyps, cands=()) -> bool:
+    """Whether biased and unbiased scores can rank these hypotheses (and their candidates)
+    differently. When every hypothesis carries the same bonus and no candidate earns one, the
+    two orders are one constant apart, so the reserve's places are already in the beam and
+    need no search. Candidates that _fused_candidates did not score cannot enter the beam, so
+    only the scored ones count. (With 1000 names few steps qualify: about 1 in 10 at beam 8.)"""
+    b0 = hyps[0].bonus
+    return any(h.bonus != b0 for h in hyps) or any(c[3] != 0.0 for c in cands)
 
 
-def _with_reserve(cands: list[tuple], must: list[tuple], beam: int) -> list[tuple]:
-    """`beam` candidates: `must` (the unbiased best), then the best of `cands` (sorted by
-    biased score) not among them; best first by biased score."""
-    keys = {(c[1], c[2]) for c in must}
-    head = cands[:beam]
-    if sum((c[1], c[2]) in keys for c in head) == len(keys):    # the usual case: already there
+_CAND_ID, _CAND_SCORE = itemgetter(1, 2), itemgetter(0)      # a candidate: (score, i, j, ...)
+_HYP_SCORE = attrgetter("score")
+
+
+def _with_reserve(items: list, must: list, n: int, ident, score) -> list:
+    """`n` items: `must` (the unbiased best), then the best of `items` (sorted best first by
+    `score`) that are not among them by `ident`; best first by score. Serves both the
+    candidates of a step and the hypotheses that end a frame."""
+    keys = {ident(x) for x in must}
+    head = items[:n]
+    if sum(ident(x) in keys for x in head) == len(keys):    # the usual case: already there
         return head
     rest = []
-    for c in cands:
-        if (c[1], c[2]) not in keys:
-            rest.append(c)
-            if len(rest) == beam - len(must):
+    for x in items:
+        if ident(x) not in keys:
+            rest.append(x)
+            if len(rest) == n - len(must):
                 break
-    return sorted(must + rest, key=lambda c: -c[0])
+    return sorted(must + rest, key=lambda x: -score(x))
 
 
 class BeamSearch:
@@ -245,29 +251,30 @@ class BeamSearch:
             k = min(beam, lp.shape[1])
             # Stable sorts keep greedy's tie-breaking (lowest token id first).
             top = np.argsort(-lp, axis=1, kind="stable")[:, :k]
+            topl = top.tolist()
             if (scorer is not None and len(active) * k >= _PRUNE_MIN_CANDIDATES
                     and getattr(scorer, "max_bonus", None) is not None):
                 cands = _fused_candidates(active, lp, top, beam, scorer, blank)
-                must = (_unbiased_best(active, lp.tolist(), top.tolist(), self.reserve, scorer, blank)
-                        if self.reserve and _bonuses_differ(active, cands) else None)
+                lpl = None
             else:
                 cands = []
                 lpl = lp.tolist()    # python floats: cheaper to index than numpy scalars
                 for i, h in enumerate(active):
                     row = lpl[i]
-                    for j in top[i].tolist():
+                    for j in topl[i]:
                         logp = row[j]
                         if j == blank or scorer is None:
                             cands.append((h.score + logp, i, j, 0.0, h.scorer_state))
                         else:
                             bonus, sstate = scorer.advance(h.scorer_state, j)
                             cands.append((h.score + logp + bonus, i, j, float(bonus), sstate))
-                must = None
-                if self.reserve and _bonuses_differ(active, cands):
-                    own = [h.score - h.bonus for h in active]
-                    must = sorted(cands, key=lambda c: own[c[1]] + lpl[c[1]][c[2]], reverse=True)[:self.reserve]
                 cands.sort(key=lambda c: -c[0])
-            cands = cands[:beam] if must is None else _with_reserve(cands, must, beam)
+            if self.reserve and _bonuses_differ(active, cands):
+                must = _unbiased_best(active, lp.tolist() if lpl is None else lpl, topl, self.reserve,
+                                      scorer, blank)
+                cands = _with_reserve(cands, must, beam, _CAND_ID, _CAND_SCORE)
+            else:
+                cands = cands[:beam]
             next_active: dict[tuple, Hypothesis] = {}
             for score, i, j, bonus, sstate in cands:
                 h = active[i]
@@ -281,11 +288,9 @@ class BeamSearch:
             if not active:
                 break
         done = sorted(finished.values(), key=lambda h: -h.score)
-        if self.reserve and len(done) > beam and any(h.bonus != done[0].bonus for h in done):
+        if self.reserve and len(done) > beam and _bonuses_differ(done):
             must = sorted(done, key=lambda h: -(h.score - h.bonus))[:self.reserve]
-            keep = {id(h) for h in must}
-            done = sorted(must + [h for h in done if id(h) not in keep][:beam - len(must)],
-                          key=lambda h: -h.score)
+            done = _with_reserve(done, must, beam, id, _HYP_SCORE)
         return [self._resolve(h) for h in done[:beam]]
 
     def _resolve(self, h: Hypothesis) -> Hypothesis:

@@ -546,7 +546,7 @@ def decode_best(model, enc, scorer, beam, reserve: int = 0):
     from asr.decode import BeamSearch
     from asr.decode.hyp import Hypothesis
     t0 = time.perf_counter()
-    s = BeamSearch(model, beam, scorer=scorer, reserve=reserve if scorer is not None else 0)
+    s = BeamSearch(model, beam, scorer=scorer, reserve=reserve)   # without a scorer it keeps no reserve
     s.advance(enc)
     h = s.nbest()[0]
     return Hypothesis(h.tokens, h.token_frames), time.perf_counter() - t0
