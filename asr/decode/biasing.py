@@ -101,6 +101,9 @@ def load_names(path) -> list[str]:
     return normalize_names([ln for ln in text.splitlines() if ln.strip()], source=str(p))
 
 
+_MEMO_LIMIT = 1 << 16     # advance() results kept per list (a few MB at most)
+
+
 class BiasList:
     """An Aho-Corasick automaton over one request's names; a beam-search TokenScorer."""
 
@@ -125,6 +128,9 @@ class BiasList:
         self._boosted = np.maximum(self.boosted, 0).tolist()
         self._is_end = is_end.tolist()
         self._end_name = end_name or {}    # end node -> the name (without its carrier prefix)
+        # (state, token) -> advance's result: beam search asks for the same few states' top
+        # tokens again frame after frame, and one dict lookup costs a third of recomputing.
+        self._memo: dict = {}
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -227,6 +233,9 @@ class BiasList:
         return (self._start, 0)
 
     def advance(self, state: tuple[int, int], token: int) -> tuple[float, tuple[int, int]]:
+        hit = self._memo.get((state, token))
+        if hit is not None:
+            return hit
         node, since = state
         nxt = self._goto[node][token]
         before = self._pending(node, since)
@@ -234,8 +243,12 @@ class BiasList:
         after = self._pending(nxt, since)
         if self._is_end[nxt]:
             # name complete: its boost is locked in, plus the completion bonus
-            return after - before + self.end_bonus, (nxt, 0)
-        return after - before, (nxt, since)
+            out = after - before + self.end_bonus, (nxt, 0)
+        else:
+            out = after - before, (nxt, since)
+        if len(self._memo) < _MEMO_LIMIT:
+            self._memo[(state, token)] = out
+        return out
 
     def final(self, state: tuple[int, int]) -> float:
         node, since = state
