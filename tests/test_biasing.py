@@ -587,7 +587,7 @@ def test_neural_bias_kd_loss_is_zero_for_the_teacher_and_ignores_padding():
 
 
 class _NoBound:
-    """The same scorer without max_bonus: beam search scores every candidate."""
+    """The same scorer without its automaton tables: beam search scores it in Python."""
 
     def __init__(self, bias):
         self.bias = bias
@@ -609,11 +609,12 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
 @given(seed=st.integers(0, 2**32 - 1), beam=st.integers(1, 16), symbols=st.integers(1, 3),
        weight=st.floats(0.0, 4.0), end_bonus=st.floats(0.0, 2.0), sharp=st.floats(0.3, 3.0),
        reserve_share=st.floats(0.0, 1.0))
-def test_pruned_fusion_equals_scoring_every_candidate(seed, beam, symbols, weight, end_bonus, sharp,
-                                                      reserve_share):
-    """Fusion scores only the candidates that can reach the beam (max_bonus bound): the
-    N-best lists (tokens, frames, scores, bonuses) equal those of scoring all of them, with or
-    without places reserved for the unbiased best."""
+def test_compiled_fusion_equals_python_fusion(seed, beam, symbols, weight, end_bonus, sharp,
+                                              reserve_share):
+    """Beam search with a BiasList chooses each step's candidates in compiled code
+    (asr.decode.beam_kernel); the N-best lists (tokens, frames, scores, bonuses, to the bit)
+    equal those of the Python path with the same scorer, with or without places reserved for
+    the unbiased best; and without a scorer too."""
     reserve = min(beam - 1, int(reserve_share * beam))
     rng = np.random.default_rng(seed)
     letters = "abno '"
@@ -630,16 +631,17 @@ def test_pruned_fusion_equals_scoring_every_candidate(seed, beam, symbols, weigh
     bias = BiasList.compile(names, weight=weight, end_bonus=end_bonus)
     model = FrameModel()
     from asr.decode import beam as beam_mod
-    saved = beam_mod._PRUNE_MIN_CANDIDATES
-    beam_mod._PRUNE_MIN_CANDIDATES = 1     # prune at every step, whatever the beam
-    try:
-        fast = BeamSearch(model, beam, symbols, scorer=bias, reserve=reserve)
-        fast.advance(enc)
-        fast = fast.nbest()
-    finally:
-        beam_mod._PRUNE_MIN_CANDIDATES = saved
-    full = BeamSearch(model, beam, symbols, scorer=_NoBound(bias), reserve=reserve)
-    full.advance(enc)
-    full = full.nbest()
-    assert [(h.tokens, h.token_frames, h.score, h.bonus) for h in fast] == \
-        [(h.tokens, h.token_frames, h.score, h.bonus) for h in full]
+
+    def nbest(scorer, kernel=True):
+        saved, beam_mod._USE_KERNEL = beam_mod._USE_KERNEL, kernel
+        try:
+            search = BeamSearch(model, beam, symbols, scorer=scorer, reserve=reserve)
+        finally:
+            beam_mod._USE_KERNEL = saved
+        assert (search._tables is not None) == kernel
+        search.advance(enc)
+        return [(h.tokens, h.token_frames, h.token_scores, h.score, h.bonus, h.scorer_state)
+                for h in search.nbest()]
+
+    assert nbest(bias) == nbest(_NoBound(bias), kernel=False)
+    assert nbest(None) == nbest(None, kernel=False)

@@ -34,6 +34,11 @@ boosted prefix that later breaks has its boost withdrawn, but by then it may hav
 unbiased best path out of a small beam ("call eight four ..." heard as "call et four ...", the
 "e" of "ethan" boosted). The reserve keeps the path an unbiased search would follow alive, so a
 withdrawn boost falls back to it. R = 0 is plain fusion.
+
+Speed: each step's candidate choice (top tokens, automaton bonuses, ranking, reserve) runs in
+compiled code (beam_kernel.select) without a scorer or with a BiasList, and in Python
+(``_python_candidates``) for any other TokenScorer; the two give the same N-best lists to the
+bit (tested). What stays in Python is per kept candidate: merging, hypotheses, the predictor.
 """
 from __future__ import annotations
 
@@ -62,15 +67,17 @@ class TokenScorer(Protocol):
     def final(self, state: Any) -> float:
         """Bonus applied once when the N-best list is taken (e.g. minus an unfinished boost)."""
 
-    # Optional: ``max_bonus``, an upper bound on any bonus ``advance`` returns. With it, the
-    # search scores only candidates that can still reach the beam (see _fused_candidates).
+    # Optional: ``automaton_tables()``, the scorer as a dense automaton (asr.decode.biasing's
+    # BiasList). With it, each step's candidates are chosen in compiled code (beam_kernel).
 
 
 _CACHE_LIMIT = 2048  # predictor cache entries kept before pruning to live histories
-# Fewer candidates than this: scoring them all in a plain loop is cheaper than the numpy
-# set-up of _fused_candidates (benchmarks/bench_biasing_speed.py: at beam 4, 16 candidates
-# per step, pruning made fusion 1.32x the time of no biasing against 1.05x without it).
-_PRUNE_MIN_CANDIDATES = 64
+# Each step's candidates are chosen by beam_kernel.select when there is no scorer or the
+# scorer is a dense automaton; False forces the Python path (tests compare the two).
+_USE_KERNEL = True
+# The kernel's automaton arguments when there is no scorer (same types as a BiasList's, so
+# one compiled version serves both).
+_NO_TABLES = (np.zeros((1, 1), np.int32), np.zeros(1, np.int64), np.zeros(1, np.bool_), 0.0, 0.0, 0)
 
 
 class _Pending:
@@ -105,53 +112,15 @@ def _merge(pool: dict, hyp: Hypothesis) -> None:
     pool[hyp.tokens] = _with(b, float(np.logaddexp(old.score, hyp.score)), pred, pred_state)
 
 
-def _fused_candidates(active, tl: np.ndarray, top, beam: int, scorer, blank: int) -> list[tuple]:
-    """The candidates that can reach the beam, best first, each scored with its bonus: the
-    same list, scores and order as scoring all of them (tested), at a fraction of the scorer
-    calls. Candidates are visited by score without bonus; once `beam` of them are scored, one
-    whose score without bonus plus ``scorer.max_bonus`` falls below the beam-th best cannot
-    enter, nor can any after it. At beam 16 the scorer otherwise runs for all 16 x 16
-    candidates of every step, to keep 16. `tl`: the log-probs of the `top` tokens."""
-    import heapq
-    k = top.shape[1]
-    base = (np.array([h.score for h in active])[:, None] + tl.astype(np.float64)).ravel()
-    order = np.argsort(-base, kind="stable")
-    ub = float(scorer.max_bonus)
-    kept: list[float] = []       # min-heap of the `beam` best scores so far
-    scored = []
-    for idx in order.tolist():
-        b = float(base[idx])
-        if len(kept) >= beam and b + ub < kept[0]:
-            break
-        i, r = divmod(idx, k)
-        j = int(top[i, r])
-        h = active[i]
-        if j == blank:
-            c = (b, idx, i, j, 0.0, h.scorer_state)
-        else:
-            bonus, sstate = scorer.advance(h.scorer_state, j)
-            c = (b + bonus, idx, i, j, float(bonus), sstate)
-        scored.append(c)
-        if len(kept) < beam:
-            heapq.heappush(kept, c[0])
-        elif c[0] > kept[0]:
-            heapq.heapreplace(kept, c[0])
-    # ties keep the order the full list would have: by hypothesis, then by rank of the token
-    scored.sort(key=lambda c: (-c[0], c[1]))
-    return [(c[0], c[2], c[3], c[4], c[5]) for c in scored]
-
-
-def _keep_reserve(cands: list, active, tll: list, topl: list, beam: int, reserve: int, scorer,
-                  blank: int) -> list[tuple]:
+def _keep_reserve(cands: list, active, tll: list, topl: list, beam: int, reserve: int) -> list[tuple]:
     """The `beam` candidates kept at a step: the `reserve` best by the model's log-probability
     (score without the scorer's bonuses), then the best of `cands` (sorted best first), best
-    first. `topl`, `tll`: each hypothesis's top tokens and their log-probs, as plain lists (a
-    few dozen candidates, where numpy's per-call set-up costs more than the work).
+    first. `topl`, `tll`: each hypothesis's top tokens and their log-probs, as plain lists.
 
     Each hypothesis's top tokens are in log-prob order, so the `reserve` best overall are among
     every hypothesis's first `reserve`; ties go in candidate order (hypothesis, then rank), as
     a stable sort of the full list would put them. Usually they are already among the biased
-    best, and nothing else is computed (at beam 8 with 1000 names this runs on 9 steps in 10)."""
+    best, and nothing else is computed."""
     own = [h.score - h.bonus for h in active]
     ranked = sorted([(-(own[i] + lp), i, r) for i, row in enumerate(tll) for r, lp in enumerate(row[:reserve])])
     head = cands[:beam]
@@ -160,26 +129,14 @@ def _keep_reserve(cands: list, active, tll: list, topl: list, beam: int, reserve
     if all(x[:2] in ids for x in need):
         return head
     scored = {(c[1], c[2]): c for c in cands}
-    must = []
-    for i, j, r in need:
-        c = scored.get((i, j))
-        if c is None:     # pruned by _fused_candidates: score it as the search would
-            h = active[i]
-            if j == blank:
-                c = (h.score + tll[i][r], i, j, 0.0, h.scorer_state)
-            else:
-                bonus, sstate = scorer.advance(h.scorer_state, j)
-                c = (h.score + tll[i][r] + bonus, i, j, float(bonus), sstate)
-        must.append(c)
-    return _with_reserve(cands, must, beam, _CAND_ID, _CAND_SCORE)
+    return _with_reserve(cands, [scored[(i, j)] for i, j, _ in need], beam, _CAND_ID, _CAND_SCORE)
 
 
 def _bonuses_differ(hyps, cands=()) -> bool:
     """Whether biased and unbiased scores can rank these hypotheses (and their candidates)
     differently. When every hypothesis carries the same bonus and no candidate earns one, the
     two orders are one constant apart, so the reserve's places are already in the beam and
-    need no search. Candidates that _fused_candidates did not score cannot enter the beam, so
-    only the scored ones count. (Plain loops: cheaper than any() over a generator here.)"""
+    need no search. (Plain loops: cheaper than any() over a generator here.)"""
     b0 = hyps[0].bonus
     for h in hyps:
         if h.bonus != b0:
@@ -237,6 +194,13 @@ class BeamSearch:
         self._hyps = [initial_hypothesis(model, scorer)]
         self._pred_cache: dict[tuple, tuple] = {}
         self._rows = np.arange(self.beam)[:, None]    # row index for gathering each hypothesis's top
+        tables = getattr(scorer, "automaton_tables", None)
+        self._tables = (None if not _USE_KERNEL else _NO_TABLES if scorer is None
+                        else tables() if tables is not None else None)
+        if self._tables is not None:
+            from asr.decode.beam_kernel import select    # numba: imported only when used
+            self._select = select
+            self._zeros = np.zeros(self.beam), np.zeros(self.beam, np.int64)   # states without a scorer
 
     @property
     def hyps(self) -> list[Hypothesis]:
@@ -260,7 +224,7 @@ class BeamSearch:
                 observer(t, self)
 
     def _frame(self, e: np.ndarray, t: int) -> list[Hypothesis]:
-        model, scorer, beam = self.model, self.scorer, self.beam
+        model, beam = self.model, self.beam
         blank = model.blank
         finished: dict[tuple, Hypothesis] = {}
         active = self._hyps
@@ -269,32 +233,10 @@ class BeamSearch:
             lp = np.asarray(model.joint(e[None, :], np.stack([h.pred for h in active])))
             if step == 0:
                 self.last_enc, self.last_blank_logprob = e, float(lp[0, blank])
-            k = min(beam, lp.shape[1])
-            # Stable sorts keep greedy's tie-breaking (lowest token id first).
-            top = np.argsort(-lp, axis=1, kind="stable")[:, :k]
-            tl = lp[self._rows[:len(active)], top]     # the top tokens' log-probs
-            topl = top.tolist()
-            tll = None
-            if (scorer is not None and len(active) * k >= _PRUNE_MIN_CANDIDATES
-                    and getattr(scorer, "max_bonus", None) is not None):
-                cands = _fused_candidates(active, tl, top, beam, scorer, blank)
+            if self._tables is not None:
+                cands = self._kernel_candidates(lp, active)
             else:
-                cands = []
-                tll = tl.tolist()    # python floats: cheaper to index than numpy scalars
-                for i, h in enumerate(active):
-                    for j, logp in zip(topl[i], tll[i]):
-                        if j == blank or scorer is None:
-                            cands.append((h.score + logp, i, j, 0.0, h.scorer_state))
-                        else:
-                            bonus, sstate = scorer.advance(h.scorer_state, j)
-                            cands.append((h.score + logp + bonus, i, j, float(bonus), sstate))
-                cands.sort(key=lambda c: -c[0])
-            if self.reserve and _bonuses_differ(active, cands):
-                if tll is None:
-                    tll = tl[:, :self.reserve].tolist()
-                cands = _keep_reserve(cands, active, tll, topl, beam, self.reserve, scorer, blank)
-            else:
-                cands = cands[:beam]
+                cands = self._python_candidates(lp, active)
             next_active: dict[tuple, Hypothesis] = {}
             for score, i, j, bonus, sstate in cands:
                 h = active[i]
@@ -312,6 +254,46 @@ class BeamSearch:
             must = sorted(done, key=lambda h: -(h.score - h.bonus))[:self.reserve]
             done = _with_reserve(done, must, beam, id, _HYP_SCORE)
         return [self._resolve(h) for h in done[:beam]]
+
+    def _kernel_candidates(self, lp: np.ndarray, active: list[Hypothesis]) -> list[tuple]:
+        """The step's kept candidates, best first, as (score, hypothesis, token, bonus, scorer
+        state), chosen in compiled code (beam_kernel.select)."""
+        scorer = self.scorer
+        scores = np.array([h.score for h in active])
+        if scorer is None:
+            n = len(active)
+            bonus, node = self._zeros[0][:n], self._zeros[1][:n]
+            since = node
+        else:
+            bonus = np.array([h.bonus for h in active])
+            node = np.array([h.scorer_state[0] for h in active], np.int64)
+            since = np.array([h.scorer_state[1] for h in active], np.int64)
+        f, g = self._select(np.ascontiguousarray(lp), scores, bonus, node, since, self.beam, self.model.blank,
+                      self.reserve, scorer is not None, *self._tables)
+        if scorer is None:
+            return [(s, i, j, b, None) for (s, b), (i, j, _, _) in zip(f.tolist(), g.tolist())]
+        return [(s, i, j, b, (nd, sn)) for (s, b), (i, j, nd, sn) in zip(f.tolist(), g.tolist())]
+
+    def _python_candidates(self, lp: np.ndarray, active: list[Hypothesis]) -> list[tuple]:
+        """The same as _kernel_candidates for any TokenScorer, in Python."""
+        scorer, beam, blank = self.scorer, self.beam, self.model.blank
+        k = min(beam, lp.shape[1])
+        # Stable sorts keep greedy's tie-breaking (lowest token id first).
+        top = np.argsort(-lp, axis=1, kind="stable")[:, :k]
+        topl = top.tolist()
+        tll = lp[self._rows[:len(active)], top].tolist()   # the top tokens' log-probs, as floats
+        cands = []
+        for i, h in enumerate(active):
+            for j, logp in zip(topl[i], tll[i]):
+                if j == blank or scorer is None:
+                    cands.append((h.score + logp, i, j, 0.0, h.scorer_state))
+                else:
+                    bonus, sstate = scorer.advance(h.scorer_state, j)
+                    cands.append((h.score + logp + bonus, i, j, float(bonus), sstate))
+        cands.sort(key=lambda c: -c[0])
+        if self.reserve and _bonuses_differ(active, cands):
+            return _keep_reserve(cands, active, tll, topl, beam, self.reserve)
+        return cands[:beam]
 
     def _resolve(self, h: Hypothesis) -> Hypothesis:
         if h.pred is not None:

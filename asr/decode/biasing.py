@@ -101,9 +101,6 @@ def load_names(path) -> list[str]:
     return normalize_names([ln for ln in text.splitlines() if ln.strip()], source=str(p))
 
 
-_MEMO_LIMIT = 1 << 16     # advance() results kept per list (a few MB at most)
-
-
 class BiasList:
     """An Aho-Corasick automaton over one request's names; a beam-search TokenScorer."""
 
@@ -128,9 +125,7 @@ class BiasList:
         self._boosted = np.maximum(self.boosted, 0).tolist()
         self._is_end = is_end.tolist()
         self._end_name = end_name or {}    # end node -> the name (without its carrier prefix)
-        # (state, token) -> advance's result: beam search asks for the same few states' top
-        # tokens again frame after frame, and one dict lookup costs a third of recomputing.
-        self._memo: dict = {}
+        self._tables = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -221,21 +216,22 @@ class BiasList:
         d = self._boosted[node]
         return self.weight * (d if d < since_lock else since_lock) if d > 0 else 0.0
 
-    @property
-    def max_bonus(self) -> float:
-        """No token earns more than this (beam search prunes with it): the unlocked boost
-        ``weight * min(boosted, since_lock)`` grows by at most one weight per token, since a
-        transition deepens the match by at most one token, plus the completion bonus."""
-        return self.weight + max(0.0, self.end_bonus)
+    def automaton_tables(self) -> tuple:
+        """The automaton for compiled beam search (asr.decode.beam_kernel.select): transitions,
+        boost-earning tokens per node, name ends, weight, completion bonus, and the cap on
+        tokens since the last completed name."""
+        if self._tables is None:
+            self._tables = (np.ascontiguousarray(self.goto, np.int32),
+                            np.maximum(self.boosted, 0).astype(np.int64),
+                            np.ascontiguousarray(self.is_end, np.bool_),
+                            self.weight, self.end_bonus, self.max_depth)
+        return self._tables
 
     def initial_state(self) -> tuple[int, int]:
         # The start of the utterance is a word boundary: as if a space had just been read.
         return (self._start, 0)
 
     def advance(self, state: tuple[int, int], token: int) -> tuple[float, tuple[int, int]]:
-        hit = self._memo.get((state, token))
-        if hit is not None:
-            return hit
         node, since = state
         nxt = self._goto[node][token]
         before = self._pending(node, since)
@@ -243,12 +239,8 @@ class BiasList:
         after = self._pending(nxt, since)
         if self._is_end[nxt]:
             # name complete: its boost is locked in, plus the completion bonus
-            out = after - before + self.end_bonus, (nxt, 0)
-        else:
-            out = after - before, (nxt, since)
-        if len(self._memo) < _MEMO_LIMIT:
-            self._memo[(state, token)] = out
-        return out
+            return after - before + self.end_bonus, (nxt, 0)
+        return after - before, (nxt, since)
 
     def final(self, state: tuple[int, int]) -> float:
         node, since = state
