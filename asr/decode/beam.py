@@ -268,8 +268,8 @@ class BeamSearch:
             bonus = np.array([h.bonus for h in active])
             node = np.array([h.scorer_state[0] for h in active], np.int64)
             since = np.array([h.scorer_state[1] for h in active], np.int64)
-        f, g = self._select(np.ascontiguousarray(lp), scores, bonus, node, since, self.beam, self.model.blank,
-                      self.reserve, scorer is not None, *self._tables)
+        f, g = self._select(np.ascontiguousarray(lp), scores, bonus, node, since, self.beam,
+                            self.model.blank, self.reserve, scorer is not None, *self._tables)
         if scorer is None:
             return [(s, i, j, b, None) for (s, b), (i, j, _, _) in zip(f.tolist(), g.tolist())]
         return [(s, i, j, b, (nd, sn)) for (s, b), (i, j, nd, sn) in zip(f.tolist(), g.tolist())]

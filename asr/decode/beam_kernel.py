@@ -1,17 +1,18 @@
 """One beam-search step's candidate selection, compiled with numba.
 
-Beam search (asr.decode.beam) spends most of its own time, outside the model, choosing each
-step's candidates: every hypothesis's ``beam`` best tokens, each scored with the biasing
-automaton's bonus, the ``beam`` best kept, and with an unbiased reserve the model's own best
-put back. In Python that is a few dozen tuples and sorts per step; here it is one call.
+Outside the model, beam search (asr.decode.beam) chooses each step's candidates: every
+hypothesis's ``beam`` best tokens, each scored with the biasing automaton's bonus, the ``beam``
+best kept, and with an unbiased reserve the model's own best put back. In Python that was a
+few dozen tuples and sorts per step, and with 1000 names and a reserve of 4 it made fusion
+1.21x the time of plain search at beam 8 (benchmarks/bench_biasing_speed.py at commit
+5b3e3bb); compiled, the same command printed 0.99x.
 
-``select`` reproduces the Python path of BeamSearch._frame exactly (same candidates, same
-scores to the bit, same order and tie-breaking; tests/test_decode.py checks it against that
-path on random steps): tokens by log-prob with the lowest token id first among equals,
-candidates ranked by score with ties in (hypothesis, rank) order, and the reserve's places
-chosen and merged as ``_keep_reserve`` does. The biasing automaton is asr.decode.biasing's
-dense table (``BiasList.automaton_tables``), stepped with the same arithmetic as
-``BiasList.advance``.
+``select`` reproduces BeamSearch._python_candidates exactly: the same candidates, scores to
+the bit, order and tie-breaking (tokens by log-prob, the lowest id first among equals;
+candidates by score, ties in (hypothesis, rank) order; the reserve's places chosen and merged
+as ``_keep_reserve`` does). tests/test_biasing.py compares the N-best lists of the two paths
+on random lattices. The automaton is asr.decode.biasing's dense table
+(``BiasList.automaton_tables``), stepped with the same arithmetic as ``BiasList.advance``.
 """
 from __future__ import annotations
 
