@@ -30,6 +30,13 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
+def _cell(g: np.ndarray, c: np.ndarray, n: int):
+    """The LSTM cell on gate pre-activations g (..., 4n) in torch's order (input, forget,
+    cell, output) and the cell state c (..., n) -> new h, c."""
+    c = _sigmoid(g[..., n:2 * n]) * c + _sigmoid(g[..., :n]) * np.tanh(g[..., 2 * n:3 * n])
+    return _sigmoid(g[..., 3 * n:]) * np.tanh(c), c
+
+
 class _LSTMLayer:
     def __init__(self, w_ih, w_hh, b_ih, b_hh):
         self.w_ih_t = np.ascontiguousarray(w_ih.T)
@@ -43,22 +50,13 @@ class _LSTMLayer:
         pre = x @ self.w_ih_t + self.bias
         out = np.empty((x.shape[0], n), np.float32)
         for t in range(x.shape[0]):
-            g = pre[t] + h @ self.w_hh_t
-            i = _sigmoid(g[:n])
-            f = _sigmoid(g[n:2 * n])
-            cell = np.tanh(g[2 * n:3 * n])
-            o = _sigmoid(g[3 * n:])
-            c = f * c + i * cell
-            h = o * np.tanh(c)
+            h, c = _cell(pre[t] + h @ self.w_hh_t, c, n)
             out[t] = h
         return out, h, c
 
     def step_batch(self, x: np.ndarray, h: np.ndarray, c: np.ndarray):
         """One time step of N independent sequences: x (N, in), h and c (N, H) -> new h, c."""
-        n = self.hidden
-        g = x @ self.w_ih_t + self.bias + h @ self.w_hh_t
-        c = _sigmoid(g[:, n:2 * n]) * c + _sigmoid(g[:, :n]) * np.tanh(g[:, 2 * n:3 * n])
-        h = _sigmoid(g[:, 3 * n:]) * np.tanh(c)
+        h, c = _cell(x @ self.w_ih_t + self.bias + h @ self.w_hh_t, c, self.hidden)
         return h.astype(np.float32), c.astype(np.float32)
 
 
