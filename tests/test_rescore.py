@@ -213,3 +213,21 @@ def test_each_suspect_slot_is_re_decided_in_its_own_window():
     assert out.suspect_slots == 2
     assert out.replacements == [("kathleen", "karen smith"), ("nancy", "bob")]
     assert out.text == "call karen smith and text bob"
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_batch=st.integers(1, 5), max_t=st.integers(1, 9),
+       max_u=st.integers(0, 6))
+def test_log_likelihood_equals_minus_the_loss_exactly(seed, n_batch, max_t, max_u):
+    """Rescoring's one-thread, backward-only log P(y|x) is bit for bit minus the training
+    loss kernel's loss, on random lattices with padding."""
+    from asr.model.rnnt_lattice import rnnt_log_likelihood, rnnt_loss_numpy
+    rng = np.random.default_rng(seed)
+    blank_lp = np.log(rng.uniform(0.01, 1.0, (n_batch, max_t, max_u + 1)))
+    label_lp = np.log(rng.uniform(0.01, 1.0, (n_batch, max_t, max_u)))
+    t_lens = rng.integers(1, max_t + 1, n_batch)
+    u_lens = rng.integers(0, max_u + 1, n_batch)
+    losses, _, _ = rnnt_loss_numpy(blank_lp, label_lp, t_lens, u_lens)
+    assert np.array_equal(rnnt_log_likelihood(blank_lp, label_lp, t_lens, u_lens), -losses)
+    with pytest.raises(ValueError, match="t_lens"):
+        rnnt_log_likelihood(blank_lp, label_lp, t_lens * 0, u_lens)

@@ -152,7 +152,7 @@ class SlotRescorer:
         """log P(slot | enc) - ilm_weight * log P_ILM(slot) for each token sequence in `slots`,
         each decoded from the start of `enc` (the window's frames, (T, D)) after the tokens
         `context`, and ending with a blank on the last frame."""
-        from asr.model.rnnt_lattice import rnnt_loss_numpy
+        from asr.model.rnnt_lattice import rnnt_log_likelihood
         m = self.model
         state = m.predictor_init()
         pred, state = m.predict(m.blank, state)
@@ -176,9 +176,9 @@ class SlotRescorer:
             blank_lp[b, :, :len(s) + 1] = lp[:, idx, m.blank]
             label_lp[b, :, :len(s)] = lp[:, idx[:-1], s]
             ilm[b] = z[idx[:-1], s - (s > m.blank)].sum()
-        losses, _, _ = rnnt_loss_numpy(blank_lp, label_lp, np.full(len(seqs), n_t),
-                                       np.array([len(s) for s in seqs]))
-        return -losses - self.ilm_weight * ilm
+        log_p = rnnt_log_likelihood(blank_lp, label_lp, np.full(len(seqs), n_t),
+                                    np.array([len(s) for s in seqs]))
+        return log_p - self.ilm_weight * ilm
 
     def _predictions(self, state, seqs: list[np.ndarray], dim: int) -> list[np.ndarray]:
         """Prediction-network outputs after each token of each sequence, all from `state`; the
