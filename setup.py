@@ -50,6 +50,7 @@ setup(
         "jiwer==4.0.0",
         "rapidfuzz==3.14.6",     # also a jiwer dependency; slot rescoring uses it directly
         "tqdm==4.70.1",
+        "threadpoolctl==3.6.0",  # one BLAS thread while the biasing experiment times decoding
         "espeakng-loader==0.2.4",
         "tomli-w==1.2.0",
         "matplotlib==3.11.2",

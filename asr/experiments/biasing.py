@@ -41,7 +41,10 @@ mode's 200 + 200 dev utterances at beam 4, fusion after slot phrases at 0.5 per 
 Decoding: the float model on the host (biasing acts on the host's beam search; the encoder
 output is computed once per utterance and shared by all conditions). Decode time is the beam
 search's host time per utterance, conditions interleaved utterance by utterance so that load
-from other processes hits all of them alike.
+from other processes hits all of them alike, with BLAS on one thread (a device decodes on one
+core; and on these small matmuls a second BLAS thread stalls behind any other process: beside
+one other job, slot rescoring took 30-40 ms per utterance with two threads against 1.4-1.9
+with one).
 
 Neural biasing (``asr.decode.neural_bias``, a tree-constrained pointer), when its trained
 model file exists, is reported as a further row, with a control (the spoken names taken out of
@@ -566,9 +569,16 @@ def name_recall(rows, hyps) -> float | None:
     return hits / total if total else None
 
 
-def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int | None = None,
-        beam: int = 4, seed: int = 0, corpus=None, config=None, neural=None, progress: bool = True,
-        weights=None, curve: bool = False, ilm_weights=None, reserve: int | None = None) -> dict:
+def run(**kwargs) -> dict:
+    """The experiment (arguments: _run's), with BLAS on one thread (module doc: decoding)."""
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _run(**kwargs)
+
+
+def _run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int | None = None,
+         beam: int = 4, seed: int = 0, corpus=None, config=None, neural=None, progress: bool = True,
+         weights=None, curve: bool = False, ilm_weights=None, reserve: int | None = None) -> dict:
     from tqdm import tqdm
     from asr.decode.biasing import BiasList
     from asr.metrics import error_rates, utterance_word_errors
