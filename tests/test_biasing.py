@@ -586,7 +586,7 @@ def test_neural_bias_kd_loss_is_zero_for_the_teacher_and_ignores_padding():
         NB.finetune("none.npz", ".", kd_weight=-1.0)
 
 
-class _NoBound:
+class _PlainScorer:
     """The same scorer without its automaton tables: beam search scores it in Python."""
 
     def __init__(self, bias):
@@ -643,5 +643,18 @@ def test_compiled_fusion_equals_python_fusion(seed, beam, symbols, weight, end_b
         return [(h.tokens, h.token_frames, h.token_scores, h.score, h.bonus, h.scorer_state)
                 for h in search.nbest()]
 
-    assert nbest(bias) == nbest(_NoBound(bias), kernel=False)
+    assert nbest(bias) == nbest(_PlainScorer(bias), kernel=False)
     assert nbest(None) == nbest(None, kernel=False)
+
+
+def test_compiled_fusion_rejects_a_model_with_a_larger_vocabulary():
+    """The compiled step indexes the automaton by token without bounds checks: a model whose
+    tokens the list cannot index is refused with a message, not read past the table."""
+    class Wide(FrameModel):
+        def joint(self, enc, pred):
+            lp = super().joint(enc, pred)
+            return np.concatenate([lp, np.full(lp.shape[:-1] + (3,), -30.0, lp.dtype)], axis=-1)
+    bias = BiasList.compile(["ann"], weight=1.0)
+    search = BeamSearch(Wide(), 2, scorer=bias)
+    with pytest.raises(ValueError, match="vocabulary"):
+        search.advance(np.zeros((2, VOCAB_SIZE), np.float32))

@@ -265,6 +265,9 @@ class BeamSearch:
             bonus, node = self._zeros[0][:n], self._zeros[1][:n]
             since = node
         else:
+            if lp.shape[1] > self._tables[0].shape[1]:   # compiled code does not check indices
+                raise ValueError(f"the model's vocabulary ({lp.shape[1]} tokens) is larger than the "
+                                 f"bias list's ({self._tables[0].shape[1]})")
             bonus = np.array([h.bonus for h in active])
             node = np.array([h.scorer_state[0] for h in active], np.int64)
             since = np.array([h.scorer_state[1] for h in active], np.int64)
