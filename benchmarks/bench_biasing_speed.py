@@ -42,7 +42,6 @@ def _corpus():
 
 def run(n: int = 60, beam: int = 4, n_names: int = 1000, ilm_weight: float = 1.0,
         weight: float = 0.5, end_bonus: float = 0.0, reserve: int | None = None) -> dict:
-    import numba
     import numpy as np
     from asr.decode import BeamSearch
     from asr.decode.biasing import BiasList
@@ -52,7 +51,6 @@ def run(n: int = 60, beam: int = 4, n_names: int = 1000, ilm_weight: float = 1.0
     from asr.experiments import biasing as B
     from asr.experiments import common as C
     reserve = B.check_reserve(beam, reserve)
-    numba.set_num_threads(1)      # the lattice kernel's prange: one core, like the rest
     corpus = _corpus()
     fm = C.load_float(MODEL)
     records = B._train_slots(corpus)

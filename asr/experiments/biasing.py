@@ -59,6 +59,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from asr.experiments import common as C
 
@@ -569,16 +570,10 @@ def name_recall(rows, hyps) -> float | None:
     return hits / total if total else None
 
 
-def run(**kwargs) -> dict:
-    """The experiment (arguments: _run's), with BLAS on one thread (module doc: decoding)."""
-    from threadpoolctl import threadpool_limits
-    with threadpool_limits(limits=1, user_api="blas"):
-        return _run(**kwargs)
-
-
-def _run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int | None = None,
-         beam: int = 4, seed: int = 0, corpus=None, config=None, neural=None, progress: bool = True,
-         weights=None, curve: bool = False, ilm_weights=None, reserve: int | None = None) -> dict:
+@threadpool_limits.wrap(limits=1, user_api="blas")     # module doc: decoding
+def run(quick: bool = False, model=None, n_test: int | None = None, n_tune: int | None = None,
+        beam: int = 4, seed: int = 0, corpus=None, config=None, neural=None, progress: bool = True,
+        weights=None, curve: bool = False, ilm_weights=None, reserve: int | None = None) -> dict:
     from tqdm import tqdm
     from asr.decode.biasing import BiasList
     from asr.metrics import error_rates, utterance_word_errors
